@@ -337,6 +337,14 @@ impl Connection {
         self.state == State::Closed && self.control.is_empty()
     }
 
+    /// True when [`Connection::poll_transmit`] has something to send now.
+    pub fn wants_transmit(&self) -> bool {
+        !self.control.is_empty()
+            || (self.state == State::Established
+                && self.conn_send_max > self.conn_sent
+                && !(self.urgent.is_empty() && self.bulk.is_empty()))
+    }
+
     /// True when the peer's HELLO has been accepted.
     pub fn is_established(&self) -> bool {
         self.state == State::Established
