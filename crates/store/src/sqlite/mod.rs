@@ -1,0 +1,1072 @@
+//! [`SqliteStore`]: the embedded default [`Store`], one SQLite file in WAL mode.
+
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{ffi, params, Connection, OptionalExtension, Params, Row, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use schema::SCHEMA_VERSION;
+
+use crate::error::{ConsumeError, StoreError};
+use crate::model::{
+    AuditEvent, AuditFilter, CertificateRecord, JoinTokenRecord, Labels, Millis, Node, NodeFacts,
+    NodeStatus, RoleBinding, Tenant, User, DEFAULT_TUNNEL_MODE, ROLES,
+};
+use crate::store::Store;
+
+/// A [`Store`] backed by one SQLite connection.
+///
+/// Calls are serialised by a mutex; each is a short query, so async callers may call it
+/// directly for light traffic or through `spawn_blocking`.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+// === impl SqliteStore ===
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    ///
+    /// The parent directory must exist. A new file is created with mode 0600 on unix (SQLite
+    /// gives its `-wal` and `-shm` files the same mode). The connection uses WAL,
+    /// `synchronous=FULL` (audit must survive power loss), foreign keys and a 5 s busy
+    /// timeout. Fails with [`StoreError::SchemaTooNew`] if a newer build migrated the file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Backend(format!("opening SQLite database {}: {e}", path.display()))
+        })?;
+        let store = Self::init(conn, true).map_err(|e| with_path_context(e, path))?;
+        Ok(store)
+    }
+
+    /// A private in-memory database (for tests and throwaway servers).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| StoreError::Backend(format!("opening in-memory SQLite database: {e}")))?;
+        Self::init(conn, false)
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        schema::current_version(&self.lock())
+    }
+
+    fn init(mut conn: Connection, wal: bool) -> Result<Self, StoreError> {
+        let cfg = |what: &'static str| {
+            move |e: rusqlite::Error| {
+                StoreError::Backend(format!("configuring SQLite ({what}): {e}"))
+            }
+        };
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(cfg("busy_timeout"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(cfg("foreign_keys"))?;
+        let fk: bool = conn
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .map_err(cfg("foreign_keys"))?;
+        if !fk {
+            return Err(StoreError::Backend(
+                "this SQLite build cannot enforce foreign keys, which tenant isolation relies on"
+                    .into(),
+            ));
+        }
+        if wal {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(cfg("journal_mode"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Backend(format!(
+                    "SQLite refused WAL journal mode (got {mode:?}); is the file on a network \
+                     filesystem?"
+                )));
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(cfg("synchronous"))?;
+        schema::migrate(&mut conn, crate::now_millis())?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock unwinds through rusqlite's Transaction, which rolls
+        // back, so the connection is still consistent and the poison can be ignored.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {
+            // The umask may have narrowed the mode; make sure it is exactly 0600.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+                StoreError::Backend(format!(
+                    "setting permissions of {} to 0600: {e}",
+                    path.display()
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!(
+            "creating database file {} (does its directory exist and is it writable?): {e}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn with_path_context(e: StoreError, path: &Path) -> StoreError {
+    match e {
+        StoreError::Backend(msg) => StoreError::Backend(format!("{}: {msg}", path.display())),
+        other => other,
+    }
+}
+
+// === helpers ===
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Wraps a driver error with what was being attempted.
+fn backend(what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Backend(format!("{what}: {e}"))
+}
+
+fn constraint_code(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Some(f.extended_code)
+        }
+        _ => None,
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        constraint_code(e),
+        Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    )
+}
+
+fn is_fk_violation(e: &rusqlite::Error) -> bool {
+    constraint_code(e) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// Maps an INSERT's error: unique violation -> Conflict, foreign key -> NotFound.
+fn insert_error(
+    e: rusqlite::Error,
+    conflict: impl FnOnce() -> String,
+    missing_parent: impl FnOnce() -> String,
+    what: &str,
+) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(conflict())
+    } else if is_fk_violation(&e) {
+        StoreError::NotFound(missing_parent())
+    } else {
+        StoreError::Backend(format!("{what}: {e}"))
+    }
+}
+
+fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::InvalidInput(format!("encoding {what} as JSON: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn col<T: rusqlite::types::FromSql>(
+    row: &Row<'_>,
+    idx: usize,
+    what: &str,
+) -> Result<T, StoreError> {
+    row.get(idx)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: column {idx}: {e}")))
+}
+
+fn col_u32(row: &Row<'_>, idx: usize, what: &str) -> Result<u32, StoreError> {
+    let v: i64 = col(row, idx, what)?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: {v} is not a valid count")))
+}
+
+fn query_all<T, P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    decode: fn(&Row<'_>) -> Result<T, StoreError>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend(what))?;
+    let mut rows = stmt.query(params).map_err(backend(what))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(backend(what))? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+fn query_opt<T, P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    decode: fn(&Row<'_>) -> Result<T, StoreError>,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(backend(what))?;
+    let mut rows = stmt.query(params).map_err(backend(what))?;
+    match rows.next().map_err(backend(what))? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs an UPDATE/DELETE and turns "no row matched" into NotFound.
+fn exec_one<P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    not_found: impl FnOnce() -> String,
+    what: &str,
+) -> Result<(), StoreError> {
+    let n = conn.execute(sql, params).map_err(backend(what))?;
+    if n == 0 {
+        Err(StoreError::NotFound(not_found()))
+    } else {
+        Ok(())
+    }
+}
+
+// === row decoding ===
+
+const TENANT_COLS: &str = "id, name, created_at";
+
+fn tenant_row(row: &Row<'_>) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        id: col(row, 0, "tenant")?,
+        name: col(row, 1, "tenant")?,
+        created_at: col(row, 2, "tenant")?,
+    })
+}
+
+const USER_COLS: &str = "id, tenant_id, name, password_hash, created_at, disabled";
+
+fn user_row(row: &Row<'_>) -> Result<User, StoreError> {
+    Ok(User {
+        id: col(row, 0, "user")?,
+        tenant_id: col(row, 1, "user")?,
+        name: col(row, 2, "user")?,
+        password_hash: col(row, 3, "user")?,
+        created_at: col(row, 4, "user")?,
+        disabled: col(row, 5, "user")?,
+    })
+}
+
+const ROLE_COLS: &str = "id, tenant_id, user_id, role, selector, created_at";
+
+fn role_row(row: &Row<'_>) -> Result<RoleBinding, StoreError> {
+    let id: String = col(row, 0, "role binding")?;
+    let selector: String = col(row, 4, "role binding")?;
+    Ok(RoleBinding {
+        tenant_id: col(row, 1, "role binding")?,
+        user_id: col(row, 2, "role binding")?,
+        role: col(row, 3, "role binding")?,
+        selector: from_json(&selector, &format!("selector of role binding {id}"))?,
+        created_at: col(row, 5, "role binding")?,
+        id,
+    })
+}
+
+const TOKEN_COLS: &str = "id, tenant_id, secret_hash, created_by, created_at, expires_at, \
+                          uses_allowed, uses, labels, revoked_at";
+
+fn token_row(row: &Row<'_>) -> Result<JoinTokenRecord, StoreError> {
+    const W: &str = "join token";
+    let id: String = col(row, 0, W)?;
+    let uses_allowed: Option<i64> = col(row, 6, W)?;
+    let uses_allowed = uses_allowed
+        .map(|v| {
+            u32::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("join token {id}: uses_allowed {v}")))
+        })
+        .transpose()?;
+    let labels: String = col(row, 8, W)?;
+    Ok(JoinTokenRecord {
+        tenant_id: col(row, 1, W)?,
+        secret_hash: col(row, 2, W)?,
+        created_by: col(row, 3, W)?,
+        created_at: col(row, 4, W)?,
+        expires_at: col(row, 5, W)?,
+        uses_allowed,
+        uses: col_u32(row, 7, W)?,
+        labels: from_json(&labels, &format!("labels of join token {id}"))?,
+        revoked_at: col(row, 9, W)?,
+        id,
+    })
+}
+
+const NODE_COLS: &str = "id, tenant_id, name, labels, status, last_seen, agent_version, os, \
+                         hostname, addresses, cert_serial, cert_not_after, tunnel_mode, \
+                         revoked_at, created_at";
+
+fn node_row(row: &Row<'_>) -> Result<Node, StoreError> {
+    const W: &str = "node";
+    let id: String = col(row, 0, W)?;
+    let labels: String = col(row, 3, W)?;
+    let status: String = col(row, 4, W)?;
+    let addresses: String = col(row, 9, W)?;
+    Ok(Node {
+        tenant_id: col(row, 1, W)?,
+        name: col(row, 2, W)?,
+        labels: from_json(&labels, &format!("labels of node {id}"))?,
+        status: status
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("status of node {id}: {e}")))?,
+        last_seen: col(row, 5, W)?,
+        agent_version: col(row, 6, W)?,
+        os: col(row, 7, W)?,
+        hostname: col(row, 8, W)?,
+        addresses: from_json(&addresses, &format!("addresses of node {id}"))?,
+        cert_serial: col(row, 10, W)?,
+        cert_not_after: col(row, 11, W)?,
+        tunnel_mode: col(row, 12, W)?,
+        revoked_at: col(row, 13, W)?,
+        created_at: col(row, 14, W)?,
+        id,
+    })
+}
+
+const CERT_COLS: &str = "serial, tenant_id, node_id, issued_at, not_after, revoked_at";
+
+fn cert_row(row: &Row<'_>) -> Result<CertificateRecord, StoreError> {
+    const W: &str = "certificate";
+    Ok(CertificateRecord {
+        serial: col(row, 0, W)?,
+        tenant_id: col(row, 1, W)?,
+        node_id: col(row, 2, W)?,
+        issued_at: col(row, 3, W)?,
+        not_after: col(row, 4, W)?,
+        revoked_at: col(row, 5, W)?,
+    })
+}
+
+const AUDIT_COLS: &str =
+    "seq, time, tenant_id, actor, source, node_id, session_id, action, outcome, detail";
+
+fn audit_row(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
+    const W: &str = "audit event";
+    let seq: i64 = col(row, 0, W)?;
+    let detail: String = col(row, 9, W)?;
+    Ok(AuditEvent {
+        time: col(row, 1, W)?,
+        tenant_id: col(row, 2, W)?,
+        actor: col(row, 3, W)?,
+        source: col(row, 4, W)?,
+        node_id: col(row, 5, W)?,
+        session_id: col(row, 6, W)?,
+        action: col(row, 7, W)?,
+        outcome: col(row, 8, W)?,
+        detail: from_json(&detail, &format!("detail of audit event {seq}"))?,
+        seq,
+    })
+}
+
+// === impl Store for SqliteStore ===
+
+impl Store for SqliteStore {
+    fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let tenant = Tenant {
+            id: new_id(),
+            name: name.to_owned(),
+            created_at: crate::now_millis(),
+        };
+        self.lock()
+            .execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![tenant.id, tenant.name, tenant.created_at],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("tenant {name:?}"),
+                    String::new,
+                    "creating tenant",
+                )
+            })?;
+        Ok(tenant)
+    }
+
+    fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {TENANT_COLS} FROM tenants WHERE name = ?1"),
+            [name],
+            tenant_row,
+            "looking up tenant by name",
+        )
+    }
+
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {TENANT_COLS} FROM tenants WHERE id = ?1"),
+            [id],
+            tenant_row,
+            "looking up tenant",
+        )
+    }
+
+    fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!("SELECT {TENANT_COLS} FROM tenants ORDER BY name"),
+            [],
+            tenant_row,
+            "listing tenants",
+        )
+    }
+
+    fn create_user(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<User, StoreError> {
+        let user = User {
+            id: new_id(),
+            tenant_id: tenant_id.to_owned(),
+            name: name.to_owned(),
+            password_hash: password_hash.to_owned(),
+            created_at: crate::now_millis(),
+            disabled: false,
+        };
+        self.lock()
+            .execute(
+                "INSERT INTO users (id, tenant_id, name, password_hash, created_at, disabled)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                params![
+                    user.id,
+                    user.tenant_id,
+                    user.name,
+                    user.password_hash,
+                    user.created_at
+                ],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("user {name:?} in tenant {tenant_id}"),
+                    || format!("tenant {tenant_id}"),
+                    "creating user",
+                )
+            })?;
+        Ok(user)
+    }
+
+    fn user_by_name(&self, tenant_id: &str, name: &str) -> Result<Option<User>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND name = ?2"),
+            [tenant_id, name],
+            user_row,
+            "looking up user by name",
+        )
+    }
+
+    fn user(&self, tenant_id: &str, id: &str) -> Result<Option<User>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 AND id = ?2"),
+            [tenant_id, id],
+            user_row,
+            "looking up user",
+        )
+    }
+
+    fn list_users(&self, tenant_id: &str) -> Result<Vec<User>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ?1 ORDER BY name"),
+            [tenant_id],
+            user_row,
+            "listing users",
+        )
+    }
+
+    fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        exec_one(
+            &self.lock(),
+            "DELETE FROM users WHERE tenant_id = ?1 AND id = ?2",
+            [tenant_id, id],
+            || format!("user {id} in tenant {tenant_id}"),
+            "deleting user",
+        )
+    }
+
+    fn set_password(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        exec_one(
+            &self.lock(),
+            "UPDATE users SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            [tenant_id, id, password_hash],
+            || format!("user {id} in tenant {tenant_id}"),
+            "setting password",
+        )
+    }
+
+    fn set_user_disabled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        disabled: bool,
+    ) -> Result<(), StoreError> {
+        exec_one(
+            &self.lock(),
+            "UPDATE users SET disabled = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id, disabled],
+            || format!("user {id} in tenant {tenant_id}"),
+            "setting user disabled flag",
+        )
+    }
+
+    fn find_user_by_name_any_tenant(&self, name: &str) -> Result<Vec<User>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!("SELECT {USER_COLS} FROM users WHERE name = ?1 ORDER BY created_at, id"),
+            [name],
+            user_row,
+            "looking up user by name in all tenants",
+        )
+    }
+
+    fn bind_role(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        role: &str,
+        selector: &Labels,
+    ) -> Result<RoleBinding, StoreError> {
+        if !ROLES.contains(&role) {
+            return Err(StoreError::InvalidInput(format!(
+                "unknown role {role:?} (expected one of {})",
+                ROLES.join(", ")
+            )));
+        }
+        let binding = RoleBinding {
+            id: new_id(),
+            tenant_id: tenant_id.to_owned(),
+            user_id: user_id.to_owned(),
+            role: role.to_owned(),
+            selector: selector.clone(),
+            created_at: crate::now_millis(),
+        };
+        let selector_json = to_json(&binding.selector, "role selector")?;
+        self.lock()
+            .execute(
+                "INSERT INTO role_bindings (id, tenant_id, user_id, role, selector, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    binding.id,
+                    binding.tenant_id,
+                    binding.user_id,
+                    binding.role,
+                    selector_json,
+                    binding.created_at
+                ],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("role binding {}", binding.id),
+                    || format!("user {user_id} in tenant {tenant_id}"),
+                    "binding role",
+                )
+            })?;
+        Ok(binding)
+    }
+
+    fn list_role_bindings(
+        &self,
+        tenant_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<Vec<RoleBinding>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {ROLE_COLS} FROM role_bindings
+                 WHERE tenant_id = ?1 AND (?2 IS NULL OR user_id = ?2)
+                 ORDER BY created_at, id"
+            ),
+            params![tenant_id, user_id],
+            role_row,
+            "listing role bindings",
+        )
+    }
+
+    fn unbind_role(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        exec_one(
+            &self.lock(),
+            "DELETE FROM role_bindings WHERE tenant_id = ?1 AND id = ?2",
+            [tenant_id, id],
+            || format!("role binding {id} in tenant {tenant_id}"),
+            "removing role binding",
+        )
+    }
+
+    fn create_join_token(&self, rec: &JoinTokenRecord) -> Result<(), StoreError> {
+        if let Some(allowed) = rec.uses_allowed {
+            if rec.uses > allowed {
+                return Err(StoreError::InvalidInput(format!(
+                    "join token {}: uses {} exceeds uses_allowed {allowed}",
+                    rec.id, rec.uses
+                )));
+            }
+        }
+        let labels = to_json(&rec.labels, "join token labels")?;
+        self.lock()
+            .execute(
+                &format!("INSERT INTO join_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    rec.id,
+                    rec.tenant_id,
+                    rec.secret_hash,
+                    rec.created_by,
+                    rec.created_at,
+                    rec.expires_at,
+                    rec.uses_allowed,
+                    rec.uses,
+                    labels,
+                    rec.revoked_at
+                ],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("join token {}", rec.id),
+                    || format!("tenant {}", rec.tenant_id),
+                    "creating join token",
+                )
+            })?;
+        Ok(())
+    }
+
+    fn join_token(&self, tenant_id: &str, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE tenant_id = ?1 AND id = ?2"),
+            [tenant_id, id],
+            token_row,
+            "looking up join token",
+        )
+    }
+
+    fn join_token_any_tenant(&self, id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE id = ?1"),
+            [id],
+            token_row,
+            "looking up join token",
+        )
+    }
+
+    fn list_join_tokens(&self, tenant_id: &str) -> Result<Vec<JoinTokenRecord>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {TOKEN_COLS} FROM join_tokens WHERE tenant_id = ?1 ORDER BY created_at, id"
+            ),
+            [tenant_id],
+            token_row,
+            "listing join tokens",
+        )
+    }
+
+    fn revoke_join_token(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant_id, id, now],
+            )
+            .map_err(backend("revoking join token"))?;
+        Ok(n > 0)
+    }
+
+    fn consume_join_token(&self, id: &str, now: Millis) -> Result<JoinTokenRecord, ConsumeError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting join token transaction"))?;
+        // One conditional UPDATE does the check and the increment, so concurrent consumers
+        // (other processes included) cannot both take the last use.
+        let consumed = query_opt(
+            &tx,
+            &format!(
+                "UPDATE join_tokens SET uses = uses + 1
+                 WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+                   AND (uses_allowed IS NULL OR uses < uses_allowed)
+                 RETURNING {TOKEN_COLS}"
+            ),
+            params![id, now],
+            token_row,
+            "consuming join token",
+        )?;
+        let result = match consumed {
+            Some(rec) => Ok(rec),
+            None => {
+                let current = query_opt(
+                    &tx,
+                    &format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE id = ?1"),
+                    [id],
+                    token_row,
+                    "looking up join token",
+                )?;
+                Err(match current {
+                    None => ConsumeError::NotFound,
+                    Some(t) if t.revoked_at.is_some() => ConsumeError::Revoked,
+                    Some(t) if t.expires_at <= now => ConsumeError::Expired,
+                    Some(_) => ConsumeError::Exhausted,
+                })
+            }
+        };
+        tx.commit()
+            .map_err(backend("committing join token transaction"))?;
+        result
+    }
+
+    fn create_node(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        labels: &Labels,
+    ) -> Result<Node, StoreError> {
+        let node = Node {
+            id: new_id(),
+            tenant_id: tenant_id.to_owned(),
+            name: name.to_owned(),
+            labels: labels.clone(),
+            status: NodeStatus::Offline,
+            last_seen: None,
+            agent_version: None,
+            os: None,
+            hostname: None,
+            addresses: Vec::new(),
+            cert_serial: None,
+            cert_not_after: None,
+            tunnel_mode: DEFAULT_TUNNEL_MODE.to_owned(),
+            revoked_at: None,
+            created_at: crate::now_millis(),
+        };
+        let labels_json = to_json(&node.labels, "node labels")?;
+        self.lock()
+            .execute(
+                "INSERT INTO nodes (id, tenant_id, name, labels, status, addresses, tunnel_mode,
+                                    created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '[]', ?6, ?7)",
+                params![
+                    node.id,
+                    node.tenant_id,
+                    node.name,
+                    labels_json,
+                    node.status.as_str(),
+                    node.tunnel_mode,
+                    node.created_at
+                ],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("node {name:?} in tenant {tenant_id}"),
+                    || format!("tenant {tenant_id}"),
+                    "creating node",
+                )
+            })?;
+        Ok(node)
+    }
+
+    fn node(&self, tenant_id: &str, id: &str) -> Result<Option<Node>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {NODE_COLS} FROM nodes WHERE tenant_id = ?1 AND id = ?2"),
+            [tenant_id, id],
+            node_row,
+            "looking up node",
+        )
+    }
+
+    fn node_by_id_or_name(&self, tenant_id: &str, key: &str) -> Result<Option<Node>, StoreError> {
+        let conn = self.lock();
+        let by_id = query_opt(
+            &conn,
+            &format!("SELECT {NODE_COLS} FROM nodes WHERE tenant_id = ?1 AND id = ?2"),
+            [tenant_id, key],
+            node_row,
+            "looking up node",
+        )?;
+        if by_id.is_some() {
+            return Ok(by_id);
+        }
+        query_opt(
+            &conn,
+            &format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE tenant_id = ?1 AND name = ?2
+                 ORDER BY revoked_at IS NULL DESC, created_at DESC, id LIMIT 1"
+            ),
+            [tenant_id, key],
+            node_row,
+            "looking up node by name",
+        )
+    }
+
+    fn node_any_tenant(&self, id: &str) -> Result<Option<Node>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
+            [id],
+            node_row,
+            "looking up node",
+        )
+    }
+
+    fn list_nodes(&self, tenant_id: &str) -> Result<Vec<Node>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE tenant_id = ?1 ORDER BY name, created_at, id"
+            ),
+            [tenant_id],
+            node_row,
+            "listing nodes",
+        )
+    }
+
+    fn update_node_facts(&self, node_id: &str, facts: &NodeFacts) -> Result<(), StoreError> {
+        let addresses = to_json(&facts.addresses, "node addresses")?;
+        exec_one(
+            &self.lock(),
+            "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4, addresses = ?5,
+                              tunnel_mode = ?6
+             WHERE id = ?1",
+            params![
+                node_id,
+                facts.agent_version,
+                facts.os,
+                facts.hostname,
+                addresses,
+                facts.tunnel_mode
+            ],
+            || format!("node {node_id}"),
+            "updating node facts",
+        )
+    }
+
+    fn set_node_status(
+        &self,
+        node_id: &str,
+        status: NodeStatus,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        exec_one(
+            &self.lock(),
+            "UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1",
+            params![node_id, status.as_str(), now],
+            || format!("node {node_id}"),
+            "setting node status",
+        )
+    }
+
+    fn mark_all_nodes_offline(&self) -> Result<u64, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE nodes SET status = 'offline' WHERE status <> 'offline'",
+                [],
+            )
+            .map_err(backend("marking all nodes offline"))?;
+        Ok(n as u64)
+    }
+
+    fn set_node_cert(
+        &self,
+        node_id: &str,
+        serial: &str,
+        not_after: Millis,
+    ) -> Result<(), StoreError> {
+        exec_one(
+            &self.lock(),
+            "UPDATE nodes SET cert_serial = ?2, cert_not_after = ?3 WHERE id = ?1",
+            params![node_id, serial, not_after],
+            || format!("node {node_id}"),
+            "setting node certificate",
+        )
+    }
+
+    fn revoke_node(&self, tenant_id: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting node revocation"))?;
+        let n = tx
+            .execute(
+                "UPDATE nodes SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant_id, id, now],
+            )
+            .map_err(backend("revoking node"))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE certificates SET revoked_at = ?3
+             WHERE tenant_id = ?1 AND node_id = ?2 AND revoked_at IS NULL",
+            params![tenant_id, id, now],
+        )
+        .map_err(backend("revoking node certificates"))?;
+        tx.commit().map_err(backend("committing node revocation"))?;
+        Ok(true)
+    }
+
+    fn record_certificate(&self, rec: &CertificateRecord) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                &format!("INSERT INTO certificates ({CERT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    rec.serial,
+                    rec.tenant_id,
+                    rec.node_id,
+                    rec.issued_at,
+                    rec.not_after,
+                    rec.revoked_at
+                ],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("certificate serial {}", rec.serial),
+                    || format!("node {} in tenant {}", rec.node_id, rec.tenant_id),
+                    "recording certificate",
+                )
+            })?;
+        Ok(())
+    }
+
+    fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {CERT_COLS} FROM certificates WHERE serial = ?1"),
+            [serial],
+            cert_row,
+            "looking up certificate",
+        )
+    }
+
+    fn is_serial_revoked(&self, serial: &str) -> Result<bool, StoreError> {
+        let usable: Option<bool> = self
+            .lock()
+            .query_row(
+                "SELECT c.revoked_at IS NULL AND n.revoked_at IS NULL
+                 FROM certificates c JOIN nodes n ON n.tenant_id = c.tenant_id AND n.id = c.node_id
+                 WHERE c.serial = ?1",
+                [serial],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend("checking certificate revocation"))?;
+        Ok(usable != Some(true))
+    }
+
+    fn append_audit(&self, event: &AuditEvent) -> Result<i64, StoreError> {
+        let detail = to_json(&event.detail, "audit detail")?;
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO audit_events (time, tenant_id, actor, source, node_id, session_id,
+                                       action, outcome, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                event.time,
+                event.tenant_id,
+                event.actor,
+                event.source,
+                event.node_id,
+                event.session_id,
+                event.action,
+                event.outcome,
+                detail
+            ],
+        )
+        .map_err(backend("appending audit event"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn list_audit(
+        &self,
+        tenant_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {AUDIT_COLS} FROM audit_events
+                 WHERE tenant_id = ?1
+                   AND (?2 IS NULL OR time >= ?2)
+                   AND (?3 IS NULL OR time < ?3)
+                   AND (?4 IS NULL OR node_id = ?4)
+                   AND (?5 IS NULL OR actor = ?5)
+                   AND (?6 IS NULL OR action = ?6)
+                   AND (?7 IS NULL OR seq > ?7)
+                 ORDER BY seq
+                 LIMIT ?8"
+            ),
+            params![
+                tenant_id,
+                filter.since,
+                filter.until,
+                filter.node_id,
+                filter.actor,
+                filter.action,
+                filter.after_seq,
+                filter.effective_limit()
+            ],
+            audit_row,
+            "listing audit events",
+        )
+    }
+}

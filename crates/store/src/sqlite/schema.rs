@@ -1,0 +1,194 @@
+//! Versioned schema migrations for SQLite.
+//!
+//! `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`. Each is applied in its own
+//! transaction together with its `schema_migrations` row, so a crash leaves the database at a
+//! whole version. Append only: never edit a migration that has shipped.
+//!
+//! Planned next migrations (kept out until their crates need them): `remote_access`
+//! (seed 000 `RemoteAccessConfiguration`: `rmtacconf-xxxxxxxx` id, desired/current state,
+//! status + indicator + timestamp, expiration, local_port, kind of access and target),
+//! issued session tokens, per-scope policies, and proxies (id, address, heartbeat) for peering.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::StoreError;
+
+/// Schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1_INITIAL];
+
+const V1_INITIAL: &str = r#"
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    id             TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+    name           TEXT NOT NULL,
+    password_hash  TEXT NOT NULL,
+    disabled       INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    UNIQUE (tenant_id, name),
+    -- Target of composite foreign keys: a child row can only point at a user of its own tenant.
+    UNIQUE (tenant_id, id)
+);
+CREATE INDEX users_by_name ON users(name);
+
+CREATE TABLE role_bindings (
+    id          TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    user_id     TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    selector    TEXT NOT NULL,             -- JSON object of label -> value
+    created_at  INTEGER NOT NULL,
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users(tenant_id, id) ON DELETE CASCADE
+);
+CREATE INDEX role_bindings_by_user ON role_bindings(tenant_id, user_id);
+
+CREATE TABLE join_tokens (
+    id            TEXT PRIMARY KEY,
+    tenant_id     TEXT NOT NULL REFERENCES tenants(id),
+    secret_hash   TEXT NOT NULL,
+    created_by    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    uses_allowed  INTEGER CHECK (uses_allowed IS NULL OR uses_allowed >= 0),
+    uses          INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0),
+    labels        TEXT NOT NULL,            -- JSON object
+    revoked_at    INTEGER,
+    CHECK (uses_allowed IS NULL OR uses <= uses_allowed)
+);
+CREATE INDEX join_tokens_by_tenant ON join_tokens(tenant_id, created_at);
+
+CREATE TABLE nodes (
+    id              TEXT PRIMARY KEY,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id),
+    name            TEXT NOT NULL,
+    labels          TEXT NOT NULL,          -- JSON object
+    status          TEXT NOT NULL CHECK (status IN ('online', 'offline')),
+    last_seen       INTEGER,
+    agent_version   TEXT,
+    os              TEXT,
+    hostname        TEXT,
+    addresses       TEXT NOT NULL DEFAULT '[]',  -- JSON array
+    cert_serial     TEXT,
+    cert_not_after  INTEGER,
+    tunnel_mode     TEXT NOT NULL DEFAULT 'persistent',
+    revoked_at      INTEGER,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (tenant_id, id)
+);
+-- A revoked node's name may be reused by a new enrolment.
+CREATE UNIQUE INDEX nodes_live_name ON nodes(tenant_id, name) WHERE revoked_at IS NULL;
+
+CREATE TABLE certificates (
+    serial      TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    node_id     TEXT NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL,
+    revoked_at  INTEGER,
+    FOREIGN KEY (tenant_id, node_id) REFERENCES nodes(tenant_id, id)
+);
+CREATE INDEX certificates_by_node ON certificates(tenant_id, node_id);
+
+-- No foreign key on tenant_id: recording an event must not fail because of what it is about
+-- (e.g. a denied login naming an unknown tenant).
+CREATE TABLE audit_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    time        INTEGER NOT NULL,
+    tenant_id   TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    source      TEXT,
+    node_id     TEXT,
+    session_id  TEXT,
+    action      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL                -- JSON value
+);
+CREATE INDEX audit_by_tenant_seq ON audit_events(tenant_id, seq);
+CREATE INDEX audit_by_tenant_time ON audit_events(tenant_id, time);
+
+-- Append-only, whoever holds the file: refuse UPDATE and DELETE, and refuse an INSERT that
+-- reuses a seq (INSERT OR REPLACE would otherwise delete the old row without firing the
+-- DELETE trigger, since recursive_triggers is off by default).
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit_events is append-only: UPDATE refused');
+END;
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit_events is append-only: DELETE refused');
+END;
+CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events
+WHEN NEW.seq IS NOT NULL AND EXISTS (SELECT 1 FROM audit_events WHERE seq = NEW.seq)
+BEGIN
+    SELECT RAISE(ABORT, 'audit_events is append-only: seq reuse refused');
+END;
+"#;
+
+/// Brings the database to [`SCHEMA_VERSION`], refusing one that is newer.
+pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {
+    let ctx = |what: &str| {
+        let what = what.to_owned();
+        move |e: rusqlite::Error| StoreError::Backend(format!("{what}: {e}"))
+    };
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version     INTEGER PRIMARY KEY,
+             applied_at  INTEGER NOT NULL
+         )",
+    )
+    .map_err(ctx("creating schema_migrations"))?;
+
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        // IMMEDIATE takes the write lock before reading the version, so two processes opening
+        // the same file cannot both apply a migration.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx("starting migration transaction"))?;
+        let current = current_version(&tx)?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if current >= version {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .map_err(ctx(&format!("applying schema migration {version}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            (version, now),
+        )
+        .map_err(ctx(&format!("recording schema migration {version}")))?;
+        tx.commit()
+            .map_err(ctx(&format!("committing schema migration {version}")))?;
+    }
+
+    let current = current_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Highest applied migration, 0 for a fresh database.
+pub(crate) fn current_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })
+    .optional()
+    .map(|v| v.flatten().unwrap_or(0))
+    .map_err(|e| StoreError::Backend(format!("reading schema version: {e}")))
+}

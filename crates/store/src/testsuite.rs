@@ -1,0 +1,868 @@
+//! Backend-neutral conformance suite for [`Store`] implementations.
+//!
+//! Every implementation runs every case in [`CASES`] against a fresh, empty store (see the
+//! SQLite tests for the pattern). The cases only use the trait, so they hold any backend to
+//! the same contract: round trips, conflicts, tenant isolation, atomic join-token use, and
+//! audit filtering.
+//!
+//! Functions panic on failure, as tests do.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier};
+
+use crate::{
+    AuditEvent, AuditFilter, CertificateRecord, ConsumeError, JoinTokenRecord, Labels, Node,
+    NodeFacts, NodeStatus, Store, StoreError,
+};
+
+/// A named conformance case.
+pub type Case = (&'static str, fn(Arc<dyn Store>));
+
+/// Every conformance case.
+pub const CASES: &[Case] = &[
+    ("tenants_round_trip", tenants_round_trip),
+    ("users_round_trip", users_round_trip),
+    ("role_bindings_round_trip", role_bindings_round_trip),
+    ("join_tokens_round_trip", join_tokens_round_trip),
+    ("consume_join_token_rules", consume_join_token_rules),
+    ("consume_join_token_race", consume_join_token_race),
+    ("nodes_round_trip", nodes_round_trip),
+    ("certificates_round_trip", certificates_round_trip),
+    ("audit_round_trip_and_filters", audit_round_trip_and_filters),
+    ("tenant_isolation", tenant_isolation),
+];
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn token(tenant_id: &str, id: &str, expires_at: i64, uses_allowed: Option<u32>) -> JoinTokenRecord {
+    JoinTokenRecord {
+        id: id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        secret_hash: format!("sha256:{id}"),
+        created_by: "admin".to_owned(),
+        created_at: 1_000,
+        expires_at,
+        uses_allowed,
+        uses: 0,
+        labels: labels(&[("site", "north"), ("role", "gateway")]),
+        revoked_at: None,
+    }
+}
+
+fn event(tenant_id: &str, time: i64, actor: &str, action: &str, node: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        seq: 0,
+        time,
+        tenant_id: tenant_id.to_owned(),
+        actor: actor.to_owned(),
+        source: Some("192.0.2.7:51000".to_owned()),
+        node_id: node.map(str::to_owned),
+        session_id: Some("sess-1".to_owned()),
+        action: action.to_owned(),
+        outcome: "ok".to_owned(),
+        detail: serde_json::json!({ "n": time, "nested": { "list": [1, 2, 3] } }),
+    }
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::NotFound(_)))
+}
+
+pub fn tenants_round_trip(store: Arc<dyn Store>) {
+    assert!(store.list_tenants().unwrap().is_empty());
+    let b = store.create_tenant("beta").unwrap();
+    let a = store.create_tenant("alpha").unwrap();
+    assert_ne!(a.id, b.id);
+    assert!(uuid::Uuid::parse_str(&a.id).is_ok(), "tenant id is a uuid");
+    assert_eq!(store.tenant(&a.id).unwrap(), Some(a.clone()));
+    assert_eq!(store.tenant_by_name("beta").unwrap(), Some(b.clone()));
+    assert_eq!(store.tenant_by_name("gamma").unwrap(), None);
+    assert_eq!(store.tenant("no-such-id").unwrap(), None);
+    assert_eq!(store.list_tenants().unwrap(), vec![a, b]);
+    assert!(matches!(
+        store.create_tenant("alpha"),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.list_tenants().unwrap().len(), 2);
+}
+
+pub fn users_round_trip(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let t2 = store.create_tenant("other").unwrap();
+    let bob = store.create_user(&t.id, "bob", "$argon2id$bob").unwrap();
+    let alice = store
+        .create_user(&t.id, "alice", "$argon2id$alice")
+        .unwrap();
+    assert!(!bob.disabled);
+    assert_eq!(bob.tenant_id, t.id);
+    assert_eq!(store.user(&t.id, &bob.id).unwrap(), Some(bob.clone()));
+    assert_eq!(
+        store.user_by_name(&t.id, "alice").unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.user_by_name(&t.id, "carol").unwrap(), None);
+    assert_eq!(
+        store.list_users(&t.id).unwrap(),
+        vec![alice.clone(), bob.clone()]
+    );
+
+    assert!(matches!(
+        store.create_user(&t.id, "bob", "x"),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(store.create_user(
+        "no-such-tenant",
+        "bob",
+        "x"
+    )));
+
+    // The same name in another tenant is a different user.
+    let bob2 = store.create_user(&t2.id, "bob", "$argon2id$bob2").unwrap();
+    let mut found = store.find_user_by_name_any_tenant("bob").unwrap();
+    found.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut expected = vec![bob.clone(), bob2];
+    expected.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(found, expected);
+    assert!(store
+        .find_user_by_name_any_tenant("nobody")
+        .unwrap()
+        .is_empty());
+
+    store.set_password(&t.id, &bob.id, "$argon2id$new").unwrap();
+    assert_eq!(
+        store.user(&t.id, &bob.id).unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+    assert!(is_not_found(store.set_password(&t.id, "no-such-user", "x")));
+
+    store.set_user_disabled(&t.id, &bob.id, true).unwrap();
+    assert!(store.user(&t.id, &bob.id).unwrap().unwrap().disabled);
+    store.set_user_disabled(&t.id, &bob.id, false).unwrap();
+    assert!(!store.user(&t.id, &bob.id).unwrap().unwrap().disabled);
+    assert!(is_not_found(store.set_user_disabled(
+        &t.id,
+        "no-such-user",
+        true
+    )));
+
+    store
+        .bind_role(&t.id, &bob.id, "operator", &Labels::new())
+        .unwrap();
+    store.delete_user(&t.id, &bob.id).unwrap();
+    assert_eq!(store.user(&t.id, &bob.id).unwrap(), None);
+    assert!(
+        store.list_role_bindings(&t.id, None).unwrap().is_empty(),
+        "deleting a user removes its role bindings"
+    );
+    assert!(is_not_found(store.delete_user(&t.id, &bob.id)));
+    // The name is free again.
+    store.create_user(&t.id, "bob", "x").unwrap();
+}
+
+pub fn role_bindings_round_trip(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let u1 = store.create_user(&t.id, "u1", "h").unwrap();
+    let u2 = store.create_user(&t.id, "u2", "h").unwrap();
+    let sel = labels(&[("env", "prod"), ("site", "north")]);
+    let b1 = store
+        .bind_role(&t.id, &u1.id, "admin", &Labels::new())
+        .unwrap();
+    let b2 = store.bind_role(&t.id, &u1.id, "operator", &sel).unwrap();
+    let b3 = store.bind_role(&t.id, &u2.id, "viewer", &sel).unwrap();
+    store.bind_role(&t.id, &u2.id, "auditor", &sel).unwrap();
+    assert_eq!(b2.selector, sel);
+    assert_eq!(b2.role, "operator");
+
+    let mine = store.list_role_bindings(&t.id, Some(&u1.id)).unwrap();
+    let mut ids: Vec<_> = mine.iter().map(|b| b.id.clone()).collect();
+    ids.sort();
+    let mut want = vec![b1.id.clone(), b2.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(mine.contains(&b2), "binding round-trips exactly");
+    assert_eq!(store.list_role_bindings(&t.id, None).unwrap().len(), 4);
+
+    assert!(matches!(
+        store.bind_role(&t.id, &u1.id, "root", &Labels::new()),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(is_not_found(store.bind_role(
+        &t.id,
+        "no-such-user",
+        "admin",
+        &Labels::new()
+    )));
+
+    store.unbind_role(&t.id, &b3.id).unwrap();
+    assert_eq!(
+        store.list_role_bindings(&t.id, Some(&u2.id)).unwrap().len(),
+        1
+    );
+    assert!(is_not_found(store.unbind_role(&t.id, &b3.id)));
+}
+
+pub fn join_tokens_round_trip(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let mut tok = token(&t.id, "tok-a", 10_000, Some(3));
+    tok.created_at = 500;
+    store.create_join_token(&tok).unwrap();
+    let unlimited = token(&t.id, "tok-b", 20_000, None);
+    store.create_join_token(&unlimited).unwrap();
+
+    assert_eq!(store.join_token(&t.id, "tok-a").unwrap(), Some(tok.clone()));
+    assert_eq!(
+        store.join_token_any_tenant("tok-b").unwrap(),
+        Some(unlimited.clone())
+    );
+    assert_eq!(store.join_token(&t.id, "tok-x").unwrap(), None);
+    assert_eq!(store.join_token_any_tenant("tok-x").unwrap(), None);
+    assert_eq!(
+        store.list_join_tokens(&t.id).unwrap(),
+        vec![tok.clone(), unlimited.clone()]
+    );
+
+    assert!(matches!(
+        store.create_join_token(&tok),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(store.create_join_token(&token(
+        "no-such-tenant",
+        "tok-c",
+        1,
+        None
+    ))));
+    let mut bad = token(&t.id, "tok-d", 10_000, Some(1));
+    bad.uses = 2;
+    assert!(matches!(
+        store.create_join_token(&bad),
+        Err(StoreError::InvalidInput(_))
+    ));
+
+    assert!(store.revoke_join_token(&t.id, "tok-a", 7_000).unwrap());
+    assert!(store.revoke_join_token(&t.id, "tok-a", 8_000).unwrap());
+    assert_eq!(
+        store
+            .join_token(&t.id, "tok-a")
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(7_000),
+        "a second revocation keeps the first time"
+    );
+    assert!(!store.revoke_join_token(&t.id, "tok-x", 7_000).unwrap());
+}
+
+pub fn consume_join_token_rules(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    store
+        .create_join_token(&token(&t.id, "two", 10_000, Some(2)))
+        .unwrap();
+    store
+        .create_join_token(&token(&t.id, "free", 10_000, None))
+        .unwrap();
+    store
+        .create_join_token(&token(&t.id, "old", 5_000, Some(5)))
+        .unwrap();
+    store
+        .create_join_token(&token(&t.id, "gone", 10_000, Some(5)))
+        .unwrap();
+    store
+        .create_join_token(&token(&t.id, "zero", 10_000, Some(0)))
+        .unwrap();
+    assert!(store.revoke_join_token(&t.id, "gone", 2_000).unwrap());
+
+    let first = store.consume_join_token("two", 3_000).unwrap();
+    assert_eq!(first.uses, 1);
+    assert_eq!(
+        first.labels,
+        labels(&[("site", "north"), ("role", "gateway")])
+    );
+    assert_eq!(store.consume_join_token("two", 3_000).unwrap().uses, 2);
+    assert_eq!(
+        store.consume_join_token("two", 3_000).unwrap_err(),
+        ConsumeError::Exhausted
+    );
+    assert_eq!(store.join_token(&t.id, "two").unwrap().unwrap().uses, 2);
+
+    for i in 1..=20 {
+        assert_eq!(store.consume_join_token("free", 3_000).unwrap().uses, i);
+    }
+
+    assert_eq!(
+        store.consume_join_token("old", 5_000).unwrap_err(),
+        ConsumeError::Expired,
+        "expires_at itself is already expired"
+    );
+    assert_eq!(store.consume_join_token("old", 4_999).unwrap().uses, 1);
+    assert_eq!(
+        store.consume_join_token("gone", 3_000).unwrap_err(),
+        ConsumeError::Revoked
+    );
+    assert_eq!(
+        store.consume_join_token("gone", 20_000).unwrap_err(),
+        ConsumeError::Revoked,
+        "revoked wins over expired"
+    );
+    assert_eq!(store.join_token(&t.id, "gone").unwrap().unwrap().uses, 0);
+    assert_eq!(
+        store.consume_join_token("zero", 3_000).unwrap_err(),
+        ConsumeError::Exhausted
+    );
+    assert_eq!(
+        store.consume_join_token("missing", 3_000).unwrap_err(),
+        ConsumeError::NotFound
+    );
+}
+
+pub fn consume_join_token_race(store: Arc<dyn Store>) {
+    const THREADS: usize = 8;
+    let t = store.create_tenant("acme").unwrap();
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        store
+            .create_join_token(&token(&t.id, &id, 10_000, Some(1)))
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let barrier = Arc::clone(&barrier);
+                let id = id.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.consume_join_token(&id, 3_000)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let exhausted = results
+            .iter()
+            .filter(|r| matches!(r, Err(ConsumeError::Exhausted)))
+            .count();
+        assert_eq!(ok, 1, "exactly one consumer wins: {results:?}");
+        assert_eq!(exhausted, THREADS - 1, "{results:?}");
+        assert_eq!(store.join_token(&t.id, &id).unwrap().unwrap().uses, 1);
+    }
+}
+
+pub fn nodes_round_trip(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let l = labels(&[("env", "prod")]);
+    let n = store.create_node(&t.id, "pump-7", &l).unwrap();
+    assert!(uuid::Uuid::parse_str(&n.id).is_ok());
+    assert_eq!(n.status, NodeStatus::Offline);
+    assert_eq!(n.tunnel_mode, "persistent");
+    assert_eq!(n.labels, l);
+    assert_eq!(n.last_seen, None);
+    assert_eq!(store.node(&t.id, &n.id).unwrap(), Some(n.clone()));
+    assert_eq!(store.node_any_tenant(&n.id).unwrap(), Some(n.clone()));
+    assert_eq!(store.node(&t.id, "nope").unwrap(), None);
+    assert!(matches!(
+        store.create_node(&t.id, "pump-7", &Labels::new()),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(store.create_node("no-such-tenant", "x", &l)));
+
+    let facts = NodeFacts {
+        agent_version: Some("0.1.0".into()),
+        os: Some("linux-aarch64".into()),
+        hostname: Some("pump7.local".into()),
+        addresses: vec!["10.0.0.7".into(), "fd00::7".into()],
+        tunnel_mode: "on-demand".into(),
+    };
+    store.update_node_facts(&n.id, &facts).unwrap();
+    store
+        .set_node_status(&n.id, NodeStatus::Online, 5_000)
+        .unwrap();
+    store.set_node_cert(&n.id, "01ab", 90_000).unwrap();
+    let got = store.node(&t.id, &n.id).unwrap().unwrap();
+    assert_eq!(got.agent_version.as_deref(), Some("0.1.0"));
+    assert_eq!(got.os.as_deref(), Some("linux-aarch64"));
+    assert_eq!(got.hostname.as_deref(), Some("pump7.local"));
+    assert_eq!(got.addresses, facts.addresses);
+    assert_eq!(got.tunnel_mode, "on-demand");
+    assert_eq!(got.status, NodeStatus::Online);
+    assert_eq!(got.last_seen, Some(5_000));
+    assert_eq!(got.cert_serial.as_deref(), Some("01ab"));
+    assert_eq!(got.cert_not_after, Some(90_000));
+    assert_eq!(got.created_at, n.created_at);
+
+    store
+        .set_node_status(&n.id, NodeStatus::Offline, 6_000)
+        .unwrap();
+    let got = store.node(&t.id, &n.id).unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.last_seen),
+        (NodeStatus::Offline, Some(6_000))
+    );
+
+    assert!(is_not_found(store.update_node_facts("nope", &facts)));
+    assert!(is_not_found(store.set_node_status(
+        "nope",
+        NodeStatus::Online,
+        1
+    )));
+    assert!(is_not_found(store.set_node_cert("nope", "s", 1)));
+
+    let m = store.create_node(&t.id, "alpha", &Labels::new()).unwrap();
+    store
+        .set_node_status(&n.id, NodeStatus::Online, 7_000)
+        .unwrap();
+    store
+        .set_node_status(&m.id, NodeStatus::Online, 7_000)
+        .unwrap();
+    assert_eq!(store.mark_all_nodes_offline().unwrap(), 2);
+    assert_eq!(store.mark_all_nodes_offline().unwrap(), 0);
+    let got = store.node(&t.id, &n.id).unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.last_seen),
+        (NodeStatus::Offline, Some(7_000))
+    );
+
+    let names: Vec<_> = store
+        .list_nodes(&t.id)
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["alpha", "pump-7"]);
+
+    assert_eq!(
+        store.node_by_id_or_name(&t.id, &n.id).unwrap().unwrap().id,
+        n.id
+    );
+    assert_eq!(
+        store
+            .node_by_id_or_name(&t.id, "alpha")
+            .unwrap()
+            .unwrap()
+            .id,
+        m.id
+    );
+    assert_eq!(store.node_by_id_or_name(&t.id, "zeta").unwrap(), None);
+    // An id wins over a name that happens to equal it.
+    let tricky = store.create_node(&t.id, &m.id, &Labels::new()).unwrap();
+    assert_eq!(
+        store.node_by_id_or_name(&t.id, &m.id).unwrap().unwrap().id,
+        m.id
+    );
+    assert_eq!(
+        store
+            .node_by_id_or_name(&t.id, &tricky.id)
+            .unwrap()
+            .unwrap()
+            .id,
+        tricky.id
+    );
+
+    // Revocation frees the name; lookups by name then prefer the live node.
+    assert!(store.revoke_node(&t.id, &n.id, 8_000).unwrap());
+    assert_eq!(
+        store.node(&t.id, &n.id).unwrap().unwrap().revoked_at,
+        Some(8_000)
+    );
+    assert_eq!(
+        store
+            .node_by_id_or_name(&t.id, "pump-7")
+            .unwrap()
+            .unwrap()
+            .id,
+        n.id,
+        "a revoked node is still found when it is the only one with the name"
+    );
+    let n2 = store.create_node(&t.id, "pump-7", &l).unwrap();
+    assert_eq!(
+        store
+            .node_by_id_or_name(&t.id, "pump-7")
+            .unwrap()
+            .unwrap()
+            .id,
+        n2.id
+    );
+    assert!(store.revoke_node(&t.id, &n.id, 9_000).unwrap());
+    assert_eq!(
+        store.node(&t.id, &n.id).unwrap().unwrap().revoked_at,
+        Some(8_000)
+    );
+    assert!(!store.revoke_node(&t.id, "nope", 9_000).unwrap());
+    assert_eq!(store.list_nodes(&t.id).unwrap().len(), 4);
+}
+
+pub fn certificates_round_trip(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let t2 = store.create_tenant("other").unwrap();
+    let n = store.create_node(&t.id, "n1", &Labels::new()).unwrap();
+    let other = store.create_node(&t.id, "n2", &Labels::new()).unwrap();
+    let c1 = CertificateRecord {
+        serial: "0a".into(),
+        tenant_id: t.id.clone(),
+        node_id: n.id.clone(),
+        issued_at: 1_000,
+        not_after: 2_000,
+        revoked_at: None,
+    };
+    let c2 = CertificateRecord {
+        serial: "0b".into(),
+        issued_at: 1_500,
+        not_after: 2_500,
+        ..c1.clone()
+    };
+    let c3 = CertificateRecord {
+        serial: "0c".into(),
+        node_id: other.id.clone(),
+        ..c1.clone()
+    };
+    store.record_certificate(&c1).unwrap();
+    store.record_certificate(&c2).unwrap();
+    store.record_certificate(&c3).unwrap();
+    assert_eq!(store.certificate("0a").unwrap(), Some(c1.clone()));
+    assert_eq!(store.certificate("ff").unwrap(), None);
+    assert!(matches!(
+        store.record_certificate(&c1),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(store.record_certificate(&CertificateRecord {
+        serial: "0d".into(),
+        node_id: "no-such-node".into(),
+        ..c1.clone()
+    })));
+    assert!(
+        is_not_found(store.record_certificate(&CertificateRecord {
+            serial: "0e".into(),
+            tenant_id: t2.id.clone(),
+            ..c1.clone()
+        })),
+        "a certificate cannot name a node of another tenant"
+    );
+
+    assert!(!store.is_serial_revoked("0a").unwrap());
+    assert!(
+        store.is_serial_revoked("ff").unwrap(),
+        "unknown serials fail closed"
+    );
+
+    assert!(store.revoke_node(&t.id, &n.id, 1_800).unwrap());
+    for serial in ["0a", "0b"] {
+        assert!(store.is_serial_revoked(serial).unwrap());
+        assert_eq!(
+            store.certificate(serial).unwrap().unwrap().revoked_at,
+            Some(1_800)
+        );
+    }
+    assert!(
+        !store.is_serial_revoked("0c").unwrap(),
+        "other node unaffected"
+    );
+
+    // A certificate recorded for an already revoked node is refused too.
+    store
+        .record_certificate(&CertificateRecord {
+            serial: "10".into(),
+            ..c1.clone()
+        })
+        .unwrap();
+    assert!(store.is_serial_revoked("10").unwrap());
+}
+
+pub fn audit_round_trip_and_filters(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let mut seqs = Vec::new();
+    let plan = [
+        (100, "alice", "login", None),
+        (200, "alice", "node.enroll", Some("n1")),
+        (300, "bob", "session.start", Some("n1")),
+        (400, "bob", "session.start", Some("n2")),
+        (500, "alice", "node.revoke", Some("n2")),
+        (600, "carol", "login", None),
+    ];
+    for (time, actor, action, node) in plan {
+        seqs.push(
+            store
+                .append_audit(&event(&t.id, time, actor, action, node))
+                .unwrap(),
+        );
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq strictly increases"
+    );
+
+    let all = store.list_audit(&t.id, &AuditFilter::default()).unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+    let mut want = event(&t.id, 200, "alice", "node.enroll", Some("n1"));
+    want.seq = seqs[1];
+    assert_eq!(all[1], want, "event round-trips, detail included");
+
+    let times = |f: AuditFilter| -> Vec<i64> {
+        store
+            .list_audit(&t.id, &f)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.time)
+            .collect()
+    };
+    assert_eq!(
+        times(AuditFilter {
+            since: Some(300),
+            ..Default::default()
+        }),
+        [300, 400, 500, 600]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            until: Some(300),
+            ..Default::default()
+        }),
+        [100, 200]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            since: Some(200),
+            until: Some(500),
+            ..Default::default()
+        }),
+        [200, 300, 400]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            node_id: Some("n2".into()),
+            ..Default::default()
+        }),
+        [400, 500]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            actor: Some("alice".into()),
+            ..Default::default()
+        }),
+        [100, 200, 500]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            action: Some("session.start".into()),
+            ..Default::default()
+        }),
+        [300, 400]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            after_seq: Some(seqs[3]),
+            ..Default::default()
+        }),
+        [500, 600]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            limit: 2,
+            ..Default::default()
+        }),
+        [100, 200]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            actor: Some("alice".into()),
+            after_seq: Some(seqs[0]),
+            limit: 1,
+            ..Default::default()
+        }),
+        [200]
+    );
+    assert_eq!(
+        times(AuditFilter {
+            limit: 50_000,
+            ..Default::default()
+        })
+        .len(),
+        6
+    );
+    assert!(times(AuditFilter {
+        actor: Some("mallory".into()),
+        ..Default::default()
+    })
+    .is_empty());
+
+    // Paging with after_seq visits every event once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_audit(
+                &t.id,
+                &AuditFilter {
+                    after_seq: cursor,
+                    limit: 4,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.seq);
+        seen.extend(page.iter().map(|e| e.seq));
+    }
+    assert_eq!(seen, seqs);
+
+    // An event about an unknown tenant is still recorded (a denied login, say).
+    store
+        .append_audit(&event("unknown-tenant", 1, "?", "login", None))
+        .unwrap();
+    assert_eq!(
+        store
+            .list_audit("unknown-tenant", &AuditFilter::default())
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Two tenants with the same shapes of data; every tenant-scoped call made with tenant A
+/// must neither see nor change anything of tenant B.
+pub fn tenant_isolation(store: Arc<dyn Store>) {
+    struct World {
+        tenant: String,
+        user: String,
+        binding: String,
+        token: String,
+        node: Node,
+    }
+    let setup = |name: &str| -> World {
+        let t = store.create_tenant(name).unwrap();
+        // Same user, node and token-label names in both tenants.
+        let u = store
+            .create_user(&t.id, "ops", &format!("hash-{name}"))
+            .unwrap();
+        let b = store
+            .bind_role(&t.id, &u.id, "admin", &BTreeMap::new())
+            .unwrap();
+        let tok = format!("tok-{name}");
+        store
+            .create_join_token(&token(&t.id, &tok, 10_000, Some(5)))
+            .unwrap();
+        let node = store
+            .create_node(&t.id, "gw", &labels(&[("site", name)]))
+            .unwrap();
+        store
+            .record_certificate(&CertificateRecord {
+                serial: format!("serial-{name}"),
+                tenant_id: t.id.clone(),
+                node_id: node.id.clone(),
+                issued_at: 1,
+                not_after: 2,
+                revoked_at: None,
+            })
+            .unwrap();
+        for (i, action) in ["login", "node.enroll", "session.start"].iter().enumerate() {
+            store
+                .append_audit(&event(&t.id, 100 + i as i64, "ops", action, Some(&node.id)))
+                .unwrap();
+        }
+        World {
+            tenant: t.id,
+            user: u.id,
+            binding: b.id,
+            token: tok,
+            node,
+        }
+    };
+    let a = setup("a");
+    let b = setup("b");
+    let ta = a.tenant.as_str();
+
+    // Reads with tenant A never return B's rows.
+    assert_eq!(store.user(ta, &b.user).unwrap(), None);
+    let users = store.list_users(ta).unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].id, a.user);
+    assert_eq!(store.user_by_name(ta, "ops").unwrap().unwrap().id, a.user);
+    let bindings = store.list_role_bindings(ta, None).unwrap();
+    assert_eq!(
+        bindings.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        [&a.binding]
+    );
+    assert!(store
+        .list_role_bindings(ta, Some(&b.user))
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.join_token(ta, &b.token).unwrap(), None);
+    let tokens = store.list_join_tokens(ta).unwrap();
+    assert_eq!(tokens.iter().map(|x| &x.id).collect::<Vec<_>>(), [&a.token]);
+    assert_eq!(store.node(ta, &b.node.id).unwrap(), None);
+    assert_eq!(store.node_by_id_or_name(ta, &b.node.id).unwrap(), None);
+    assert_eq!(
+        store.node_by_id_or_name(ta, "gw").unwrap().unwrap().id,
+        a.node.id
+    );
+    let nodes = store.list_nodes(ta).unwrap();
+    assert_eq!(
+        nodes.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        [&a.node.id]
+    );
+    let audit = store.list_audit(ta, &AuditFilter::default()).unwrap();
+    assert_eq!(audit.len(), 3);
+    assert!(audit.iter().all(|e| e.tenant_id == a.tenant));
+    assert!(store
+        .list_audit(
+            ta,
+            &AuditFilter {
+                node_id: Some(b.node.id.clone()),
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .is_empty());
+
+    // Mutations with tenant A on B's rows do nothing.
+    assert!(is_not_found(store.set_password(ta, &b.user, "pwned")));
+    assert!(is_not_found(store.set_user_disabled(ta, &b.user, true)));
+    assert!(is_not_found(store.delete_user(ta, &b.user)));
+    assert!(is_not_found(store.bind_role(
+        ta,
+        &b.user,
+        "admin",
+        &Labels::new()
+    )));
+    assert!(is_not_found(store.unbind_role(ta, &b.binding)));
+    assert!(!store.revoke_join_token(ta, &b.token, 50).unwrap());
+    assert!(!store.revoke_node(ta, &b.node.id, 50).unwrap());
+    assert!(is_not_found(store.record_certificate(&CertificateRecord {
+        serial: "cross".into(),
+        tenant_id: a.tenant.clone(),
+        node_id: b.node.id.clone(),
+        issued_at: 1,
+        not_after: 2,
+        revoked_at: None,
+    })));
+
+    // B is exactly as it was.
+    let bu = store.user(&b.tenant, &b.user).unwrap().unwrap();
+    assert_eq!(bu.password_hash, "hash-b");
+    assert!(!bu.disabled);
+    assert_eq!(store.list_role_bindings(&b.tenant, None).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .join_token(&b.tenant, &b.token)
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
+    assert_eq!(
+        store.node(&b.tenant, &b.node.id).unwrap(),
+        Some(b.node.clone())
+    );
+    assert!(!store.is_serial_revoked("serial-b").unwrap());
+    assert_eq!(
+        store
+            .list_audit(&b.tenant, &AuditFilter::default())
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(store.certificate("cross").unwrap(), None);
+}
