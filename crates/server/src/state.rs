@@ -1,0 +1,67 @@
+//! What every part of the server shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adit_pki::{CertificateAuthority, SigningKey};
+use adit_store::Store;
+
+use crate::metrics::Metrics;
+use crate::registry::TunnelRegistry;
+
+/// Settings the server runs with, after validation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// Public URL agents and clients use (`https://host:port`).
+    pub public_url: String,
+    /// Lifetime of node certificates.
+    pub node_cert_ttl: Duration,
+    /// Lifetime of user access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of the grant the proxy attaches to each stream it opens.
+    pub grant_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./adit-data"),
+            public_url: "https://127.0.0.1:8443".into(),
+            node_cert_ttl: Duration::from_secs(24 * 3600),
+            access_token_ttl: Duration::from_secs(12 * 3600),
+            grant_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Shared server state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ca: Arc<CertificateAuthority>,
+    /// Signs access tokens, grants and session tokens.
+    pub signer: Arc<SigningKey>,
+    pub settings: Arc<Settings>,
+    pub registry: Arc<TunnelRegistry>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The verified client certificate (DER) of an HTTPS request made with
+/// mutual TLS; present in request extensions only when one was presented and
+/// it chains to our CA.
+#[derive(Clone, Debug)]
+pub struct PeerCert(pub Arc<Vec<u8>>);
+
+/// The remote address of the connection a request arrived on.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
