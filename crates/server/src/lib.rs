@@ -2,7 +2,13 @@
 //! and proxy (agent tunnels, relaying client streams) in one process.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
+pub mod listener;
 pub mod metrics;
+pub mod proxy;
 pub mod registry;
 pub mod state;
 

@@ -1,1 +1,173 @@
-fn main() {}
+//! `adit-server`: control plane and proxy in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use adit_pki::Secret;
+use adit_server::bootstrap::{bootstrap, ADMIN_USER};
+use adit_server::Settings;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "adit-server", version, about = "Adit server: control plane and proxy for remote access to edge devices")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the all-in-one server (control plane + proxy) on an embedded SQLite database.
+    Start(StartArgs),
+}
+
+#[derive(clap::Args)]
+struct StartArgs {
+    /// TOML configuration file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for the database, the CA and keys (created 0700).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address and port to listen on (TLS: tunnels and the HTTP API).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// URL agents and clients use to reach this server, e.g. https://adit.example.com:8443.
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+/// The configuration file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+    /// Extra DNS names or IPs for the server certificate.
+    #[serde(default)]
+    tls_names: Vec<String>,
+    /// e.g. "24h".
+    node_cert_ttl: Option<String>,
+    /// e.g. "12h".
+    access_token_ttl: Option<String>,
+    /// Log filter, e.g. "info" or "adit_server=debug".
+    log: Option<String>,
+}
+
+fn parse_duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v)
+            .with_context(|| format!("config key `{key}`: '{v}' is not a duration like 24h or 30m")),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Start(args) => start(args),
+    }
+}
+
+fn start(args: StartArgs) -> Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read config file {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let filter = std::env::var("ADIT_LOG")
+        .ok()
+        .or(file.log.clone())
+        .unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let defaults = Settings::default();
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:8443".parse().expect("valid default"));
+    let public_url = args
+        .public_url
+        .or(file.public_url)
+        .unwrap_or_else(|| format!("https://{listen}"));
+    if !public_url.starts_with("https://") {
+        anyhow::bail!("--public-url must start with https:// (got '{public_url}')");
+    }
+    let settings = Settings {
+        data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+        public_url: public_url.clone(),
+        node_cert_ttl: parse_duration("node_cert_ttl", &file.node_cert_ttl, defaults.node_cert_ttl)?,
+        access_token_ttl: parse_duration(
+            "access_token_ttl",
+            &file.access_token_ttl,
+            defaults.access_token_ttl,
+        )?,
+        grant_ttl: defaults.grant_ttl,
+    };
+    let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD").ok().map(Secret::new);
+    let boot = bootstrap(settings, &file.tls_names, admin_password)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("could not listen on {listen}"))?;
+        let local = listener.local_addr()?;
+        let state = boot.state.clone();
+        eprintln!("adit-server listening on {local} (public URL {public_url})");
+        eprintln!("data directory: {}", state.settings.data_dir.display());
+        eprintln!("CA fingerprint: {}", state.ca.pin());
+        if let Some(pw) = &boot.generated_admin_password {
+            eprintln!(
+                "created user '{ADMIN_USER}' with password: {}  (shown once; set ADIT_BOOTSTRAP_ADMIN_PASSWORD to choose it)",
+                pw.expose()
+            );
+        }
+        eprintln!(
+            "log in with: adit login --server {public_url} --user {ADMIN_USER} --ca-pin {}",
+            state.ca.pin()
+        );
+        let router = adit_server::api::router(state.clone());
+        let shutdown = CancellationToken::new();
+        let serve = tokio::spawn(adit_server::listener::serve(
+            listener,
+            state,
+            boot.tls,
+            router,
+            shutdown.clone(),
+        ));
+        wait_for_signal().await;
+        eprintln!("shutting down");
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

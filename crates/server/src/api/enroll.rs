@@ -1,0 +1,299 @@
+//! `POST /v1/enroll` (authenticated by a join token) and `POST /v1/renew` (authenticated
+//! by the node's current client certificate).
+
+use std::time::Duration;
+
+use adit_api::{EnrollRequest, EnrollResponse, RenewRequest};
+use adit_pki::{IssuedCert, JoinToken};
+use adit_store::{CertificateRecord, ConsumeError, Node, StoreError};
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde_json::json;
+
+use super::{grant_jwks, source, validate_labels, ApiFailure, ApiJson};
+use crate::audit;
+use crate::metrics::Metrics;
+use crate::state::{AppState, ClientAddr, PeerCert};
+
+const MAX_FACT_LEN: usize = 256;
+const MAX_ADDRESSES: usize = 64;
+
+fn invalid_token() -> ApiFailure {
+    ApiFailure::unauthenticated(
+        "invalid join token; check that it was copied whole, or ask an admin for a new one",
+    )
+}
+
+fn node_revoked() -> ApiFailure {
+    ApiFailure::forbidden(
+        "node is revoked (or its certificate is); enrol it again with a new join token",
+    )
+}
+
+pub(super) async fn enroll(
+    State(state): State<AppState>,
+    addr: Option<Extension<ClientAddr>>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiFailure> {
+    let source = source(addr);
+    let token = JoinToken::parse(&req.token).map_err(|e| ApiFailure::bad_request(e.to_string()))?;
+    if token.ca_pin != state.ca.pin() {
+        return Err(ApiFailure::bad_request(
+            "token was issued by another CA (its CA pin does not match this server's); use a \
+             token created on this server",
+        ));
+    }
+    let record = state
+        .store
+        .join_token_any_tenant(&token.id)?
+        .ok_or_else(invalid_token)?;
+    if !adit_pki::verify_secret(token.secret.expose(), &record.secret_hash) {
+        audit::record(
+            &state,
+            &record.tenant_id,
+            &format!("join-token:{}", record.id),
+            source,
+            None,
+            audit::NODE_ENROLL,
+            audit::DENIED,
+            json!({ "reason": "wrong secret", "token_id": record.id }),
+        );
+        return Err(invalid_token());
+    }
+
+    // Everything the request itself can get wrong is checked before a use of the token
+    // is spent.
+    validate_node_name(&req.name)?;
+    validate_labels(&req.labels)?;
+    let facts = store_facts(&req.facts)?;
+    state
+        .ca
+        .sign_node_csr(&req.csr_pem, "csr-check", Duration::from_secs(60))
+        .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
+    let tenant_id = record.tenant_id.clone();
+    if state
+        .store
+        .node_by_id_or_name(&tenant_id, &req.name)?
+        .is_some_and(|n| n.revoked_at.is_none() && n.name == req.name)
+    {
+        return Err(name_taken(&req.name));
+    }
+
+    let now = adit_store::now_millis();
+    let record = state
+        .store
+        .consume_join_token(&token.id, now)
+        .map_err(|e| {
+            let (reason, failure) = match e {
+                ConsumeError::NotFound => ("not found", invalid_token()),
+                ConsumeError::Expired => (
+                    "expired",
+                    ApiFailure::unauthenticated("join token expired; ask an admin for a new one"),
+                ),
+                ConsumeError::Exhausted => (
+                    "used up",
+                    ApiFailure::unauthenticated(
+                        "join token already used (it has no uses left); ask an admin for a new one",
+                    ),
+                ),
+                ConsumeError::Revoked => (
+                    "revoked",
+                    ApiFailure::unauthenticated("join token revoked; ask an admin for a new one"),
+                ),
+                ConsumeError::Store(e) => ("store error", ApiFailure::from(e)),
+                other => {
+                    tracing::error!(error = %other, "consuming a join token failed");
+                    ("error", ApiFailure::internal("the join token could not be checked; try again"))
+                }
+            };
+            audit::record(
+                &state,
+                &tenant_id,
+                &format!("join-token:{}", token.id),
+                source,
+                None,
+                audit::NODE_ENROLL,
+                audit::DENIED,
+                json!({ "reason": reason, "token_id": token.id, "name": req.name }),
+            );
+            failure
+        })?;
+
+    // Token labels win over requested ones: the admin decided them.
+    let mut labels = req.labels.clone();
+    labels.extend(record.labels.clone());
+    let node = match state.store.create_node(&tenant_id, &req.name, &labels) {
+        Ok(n) => n,
+        Err(StoreError::Conflict(_)) => return Err(name_taken(&req.name)),
+        Err(e) => return Err(e.into()),
+    };
+    let issued = issue_and_record(&state, &node, &req.csr_pem)?;
+    state.store.update_node_facts(&node.id, &facts)?;
+
+    audit::record(
+        &state,
+        &tenant_id,
+        &format!("join-token:{}", token.id),
+        source,
+        Some(&node.id),
+        audit::NODE_ENROLL,
+        audit::OK,
+        json!({
+            "token_id": token.id,
+            "name": node.name,
+            "labels": node.labels,
+            "serial": issued.serial,
+        }),
+    );
+    Metrics::inc(&state.metrics.enrollments);
+    Ok(Json(response(&state, &node, issued)))
+}
+
+pub(super) async fn renew(
+    State(state): State<AppState>,
+    addr: Option<Extension<ClientAddr>>,
+    peer: Option<Extension<PeerCert>>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<EnrollResponse>, ApiFailure> {
+    let Some(Extension(PeerCert(der))) = peer else {
+        return Err(ApiFailure::unauthenticated(
+            "renewal needs the node's current client certificate; connect with mutual TLS \
+             using the certificate from enrolment (or enrol again if it has expired)",
+        ));
+    };
+    let unusable = |e: adit_pki::PkiError| {
+        ApiFailure::unauthenticated(format!(
+            "the client certificate is not a node certificate ({e}); enrol the node again"
+        ))
+    };
+    let node_id = adit_pki::node_id_from_cert_der(&der).map_err(unusable)?;
+    let serial = adit_pki::serial_hex_from_cert_der(&der).map_err(unusable)?;
+    let revoked = state.store.is_serial_revoked(&serial)?;
+    let node = state
+        .store
+        .node_any_tenant(&node_id)?
+        .filter(|n| !revoked && n.revoked_at.is_none())
+        .ok_or_else(|| {
+            tracing::info!(node_id, serial, "renewal refused: node or certificate revoked");
+            node_revoked()
+        })?;
+    // The certificate must be one issued for this node, not just any unrevoked one.
+    match state.store.certificate(&serial)? {
+        Some(c) if c.node_id == node.id && c.tenant_id == node.tenant_id => {}
+        _ => return Err(node_revoked()),
+    }
+
+    let issued = issue_and_record(&state, &node, &req.csr_pem)?;
+    audit::record(
+        &state,
+        &node.tenant_id,
+        &format!("node:{}", node.id),
+        source(addr),
+        Some(&node.id),
+        audit::NODE_RENEW,
+        audit::OK,
+        json!({ "old_serial": serial, "serial": issued.serial }),
+    );
+    Ok(Json(response(&state, &node, issued)))
+}
+
+/// Signs the CSR for `node` and records the certificate (store first, so that a
+/// certificate is never handed out unrecorded and hence unrevocable).
+fn issue_and_record(state: &AppState, node: &Node, csr_pem: &str) -> Result<IssuedCert, ApiFailure> {
+    let issued = state
+        .ca
+        .sign_node_csr(csr_pem, &node.id, state.settings.node_cert_ttl)
+        .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
+    let not_after = unix_millis(issued.not_after);
+    state.store.record_certificate(&CertificateRecord {
+        serial: issued.serial.clone(),
+        tenant_id: node.tenant_id.clone(),
+        node_id: node.id.clone(),
+        issued_at: adit_store::now_millis(),
+        not_after,
+        revoked_at: None,
+    })?;
+    state
+        .store
+        .set_node_cert(&node.id, &issued.serial, not_after)?;
+    Ok(issued)
+}
+
+fn response(state: &AppState, node: &Node, issued: IssuedCert) -> EnrollResponse {
+    EnrollResponse {
+        node_id: node.id.clone(),
+        node_name: node.name.clone(),
+        tenant_id: node.tenant_id.clone(),
+        not_after: unix_millis(issued.not_after),
+        cert_pem: issued.cert_pem,
+        ca_pem: state.ca.cert_pem().to_string(),
+        grant_jwks: grant_jwks(state),
+    }
+}
+
+fn unix_millis(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn name_taken(name: &str) -> ApiFailure {
+    ApiFailure::conflict(format!(
+        "a node named {name} already exists in this tenant; choose another name, or revoke \
+         the old node first"
+    ))
+}
+
+/// Node names: 1–63 characters of `[a-z0-9-]`, not starting or ending with `-` (a DNS
+/// label, so names can appear in host names).
+pub(crate) fn validate_node_name(name: &str) -> Result<(), ApiFailure> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiFailure::bad_request(format!(
+            "invalid node name '{}': use 1 to 63 lowercase letters, digits and '-', not \
+             starting or ending with '-'",
+            super::shown(name)
+        )))
+    }
+}
+
+/// The agent's facts as the store keeps them, bounded.
+fn store_facts(f: &adit_api::NodeFacts) -> Result<adit_store::NodeFacts, ApiFailure> {
+    let fields = [
+        ("agent_version", &f.agent_version),
+        ("os", &f.os),
+        ("hostname", &f.hostname),
+        ("tunnel_mode", &f.tunnel_mode),
+    ];
+    for (name, value) in fields {
+        if value.len() > MAX_FACT_LEN {
+            return Err(ApiFailure::bad_request(format!(
+                "facts.{name} is longer than {MAX_FACT_LEN} bytes"
+            )));
+        }
+    }
+    if f.addresses.len() > MAX_ADDRESSES || f.addresses.iter().any(|a| a.len() > MAX_FACT_LEN) {
+        return Err(ApiFailure::bad_request(format!(
+            "facts.addresses must list at most {MAX_ADDRESSES} addresses of at most \
+             {MAX_FACT_LEN} bytes"
+        )));
+    }
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(adit_store::NodeFacts {
+        agent_version: opt(&f.agent_version),
+        os: opt(&f.os),
+        hostname: opt(&f.hostname),
+        addresses: f.addresses.clone(),
+        tunnel_mode: if f.tunnel_mode.is_empty() {
+            adit_store::DEFAULT_TUNNEL_MODE.to_string()
+        } else {
+            f.tunnel_mode.clone()
+        },
+    })
+}

@@ -1,0 +1,123 @@
+//! `GET /v1/nodes`, `GET /v1/nodes/{node}`, `POST /v1/nodes/{node}/revoke`.
+//!
+//! A node the caller may not read is reported exactly like a node that does not exist.
+
+use adit_api::NodeInfo;
+use adit_store::Node;
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde_json::json;
+
+use super::{source, ApiFailure};
+use crate::audit;
+use crate::auth::Principal;
+use crate::authz::{allowed, allowed_somewhere, Permission};
+use crate::state::{AppState, ClientAddr};
+
+/// The API view of a stored node.
+pub fn node_info(node: &Node) -> NodeInfo {
+    NodeInfo {
+        id: node.id.clone(),
+        name: node.name.clone(),
+        labels: node.labels.clone(),
+        status: node.status.as_str().to_string(),
+        last_seen: node.last_seen,
+        agent_version: node.agent_version.clone(),
+        os: node.os.clone(),
+        hostname: node.hostname.clone(),
+        addresses: node.addresses.clone(),
+        tunnel_mode: node.tunnel_mode.clone(),
+        cert_not_after: node.cert_not_after,
+        revoked_at: node.revoked_at,
+        created_at: node.created_at,
+    }
+}
+
+fn no_such_node(key: &str) -> ApiFailure {
+    ApiFailure::not_found(format!(
+        "no node named or with id '{}' in this tenant",
+        super::shown(key)
+    ))
+}
+
+/// The node `key` names, if the caller may read it.
+fn visible_node(state: &AppState, p: &Principal, key: &str) -> Result<Node, ApiFailure> {
+    state
+        .store
+        .node_by_id_or_name(&p.tenant_id, key)?
+        .filter(|n| allowed(p, Permission::ReadNodes, Some(n)))
+        .ok_or_else(|| no_such_node(key))
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<NodeInfo>>, ApiFailure> {
+    if !allowed_somewhere(&p, Permission::ReadNodes) {
+        return Err(ApiFailure::forbidden(format!(
+            "user '{}' has no role that may list nodes; ask an admin for the viewer role",
+            p.user
+        )));
+    }
+    let nodes = state.store.list_nodes(&p.tenant_id)?;
+    Ok(Json(
+        nodes
+            .iter()
+            .filter(|n| allowed(&p, Permission::ReadNodes, Some(n)))
+            .map(node_info)
+            .collect(),
+    ))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(key): Path<String>,
+) -> Result<Json<NodeInfo>, ApiFailure> {
+    Ok(Json(node_info(&visible_node(&state, &p, &key)?)))
+}
+
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    addr: Option<Extension<ClientAddr>>,
+    Path(key): Path<String>,
+) -> Result<Json<NodeInfo>, ApiFailure> {
+    let node = visible_node(&state, &p, &key)?;
+    if !allowed(&p, Permission::RevokeNodes, Some(&node)) {
+        audit::record(
+            &state,
+            &p.tenant_id,
+            &p.user,
+            source(addr),
+            Some(&node.id),
+            audit::NODE_REVOKE,
+            audit::DENIED,
+            json!({ "name": node.name }),
+        );
+        return Err(ApiFailure::forbidden(format!(
+            "user '{}' may not revoke node '{}' (that needs the admin role); ask an admin",
+            p.user, node.name
+        )));
+    }
+    let now = adit_store::now_millis();
+    if !state.store.revoke_node(&p.tenant_id, &node.id, now)? {
+        return Err(no_such_node(&key));
+    }
+    let was_connected =
+        state
+            .registry
+            .disconnect(&node.id, adit_proto::goaway_code::REVOKED, "node revoked");
+    audit::record(
+        &state,
+        &p.tenant_id,
+        &p.user,
+        source(addr),
+        Some(&node.id),
+        audit::NODE_REVOKE,
+        audit::OK,
+        json!({ "name": node.name, "was_connected": was_connected }),
+    );
+    let node = state.store.node(&p.tenant_id, &node.id)?.unwrap_or(node);
+    Ok(Json(node_info(&node)))
+}

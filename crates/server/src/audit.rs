@@ -1,0 +1,62 @@
+//! The audit trail: one append-only event per security-relevant action.
+//!
+//! Action names: `login`, `join_token.create`, `join_token.revoke`, `node.enroll`,
+//! `node.renew`, `node.revoke`, `stream.open`. Outcomes: `ok`, `denied`, `error`.
+//! Details never carry secrets (passwords, token strings, keys).
+
+use std::net::SocketAddr;
+
+use adit_store::AuditEvent;
+
+use crate::state::AppState;
+
+pub const LOGIN: &str = "login";
+pub const JOIN_TOKEN_CREATE: &str = "join_token.create";
+pub const JOIN_TOKEN_REVOKE: &str = "join_token.revoke";
+pub const NODE_ENROLL: &str = "node.enroll";
+pub const NODE_RENEW: &str = "node.renew";
+pub const NODE_REVOKE: &str = "node.revoke";
+pub const STREAM_OPEN: &str = "stream.open";
+
+pub const OK: &str = "ok";
+pub const DENIED: &str = "denied";
+pub const ERROR: &str = "error";
+
+/// Appends an audit event for `tenant_id` at the current time.
+///
+/// Never fails the caller's operation: if the store refuses the event, a warning is
+/// logged (with the action and outcome, not the detail) and the call returns.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    state: &AppState,
+    tenant_id: &str,
+    actor: &str,
+    source: Option<SocketAddr>,
+    node_id: Option<&str>,
+    action: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
+    let event = AuditEvent {
+        seq: 0,
+        time: adit_store::now_millis(),
+        tenant_id: tenant_id.to_string(),
+        actor: actor.to_string(),
+        source: source.map(|s| s.to_string()),
+        node_id: node_id.map(str::to_string),
+        session_id: None,
+        action: action.to_string(),
+        outcome: outcome.to_string(),
+        detail,
+    };
+    if let Err(e) = state.store.append_audit(&event) {
+        tracing::warn!(
+            tenant_id,
+            actor,
+            action,
+            outcome,
+            error = %e,
+            "could not append an audit event"
+        );
+    }
+}

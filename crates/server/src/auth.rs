@@ -1,0 +1,340 @@
+//! Who is calling: local passwords (Argon2id), API access tokens (ES256 JWTs) and the
+//! brute-force limiter in front of `POST /v1/login`.
+//!
+//! [`authenticate_bearer`] is independent of HTTP so the proxy can authenticate tokens
+//! carried in stream `OPEN` headers with exactly the same rules as the API.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use adit_pki::{AccessClaims, JwtErrorKind, PkiError, AUD_ACCESS};
+use adit_store::{RoleBinding, Tenant, User};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use rand::RngCore;
+use tokio::time::Instant;
+
+use crate::api::ApiFailure;
+use crate::state::AppState;
+
+/// What a caller is told when its token is unusable.
+const LOGIN_AGAIN: &str = "log in again with `adit login`";
+
+// === Principal ===
+
+/// An authenticated user, as every authorization decision sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub user: String,
+    pub tenant_id: String,
+    pub tenant: String,
+    /// The user's role bindings in its tenant, loaded when the token was checked.
+    pub bindings: Vec<RoleBinding>,
+    /// The access token's `jti`.
+    pub token_id: String,
+    /// When the access token expires (unix seconds).
+    pub expires_at: i64,
+}
+
+#[axum::async_trait]
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiFailure;
+
+    /// Reads `Authorization: Bearer <token>`; anything else is a 401.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiFailure> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiFailure::unauthenticated(format!(
+                "this request needs an access token (`Authorization: Bearer ...`); {LOGIN_AGAIN}"
+            ))
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiFailure::unauthenticated(format!(
+                    "the Authorization header is not of the form `Bearer <token>`; {LOGIN_AGAIN}"
+                ))
+            })?;
+        authenticate_bearer(state, token)
+    }
+}
+
+/// Verifies an access token and loads its user's current state.
+///
+/// Refuses (401 `unauthenticated`) a token that is malformed, expired, signed by another
+/// key or meant for another audience, and the token of a user that was deleted, disabled
+/// or moved since it was issued. Role bindings are read fresh, so a role removed after
+/// login stops working at once.
+pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, ApiFailure> {
+    let claims: AccessClaims = state
+        .signer
+        .verifying_key()
+        .verify(token, AUD_ACCESS)
+        .map_err(|e| match e.jwt_kind() {
+            Some(JwtErrorKind::Expired) => {
+                ApiFailure::unauthenticated(format!("your access token has expired; {LOGIN_AGAIN}"))
+            }
+            _ => ApiFailure::unauthenticated(format!(
+                "the access token was refused ({}); {LOGIN_AGAIN}",
+                e.jwt_kind()
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| "invalid".into())
+            )),
+        })?;
+    let gone = || {
+        ApiFailure::unauthenticated(format!(
+            "the user this access token was issued to no longer exists or is disabled; \
+             {LOGIN_AGAIN}, or ask an admin"
+        ))
+    };
+    let user = state
+        .store
+        .user(&claims.ten, &claims.sub)?
+        .filter(|u| !u.disabled && u.tenant_id == claims.ten)
+        .ok_or_else(gone)?;
+    let tenant = state.store.tenant(&claims.ten)?.ok_or_else(gone)?;
+    let bindings = state
+        .store
+        .list_role_bindings(&tenant.id, Some(&user.id))?
+        .into_iter()
+        // The store filters already; keep the invariant local to where it matters.
+        .filter(|b| b.user_id == user.id && b.tenant_id == tenant.id)
+        .collect();
+    Ok(Principal {
+        user_id: user.id,
+        user: user.name,
+        tenant_id: tenant.id,
+        tenant: tenant.name,
+        bindings,
+        token_id: claims.jti,
+        expires_at: claims.exp,
+    })
+}
+
+/// Signs an access token for `user` of `tenant`, valid for
+/// `settings.access_token_ttl`. Returns the token and its expiry (unix seconds).
+pub fn issue_access_token(
+    state: &AppState,
+    user: &User,
+    tenant: &Tenant,
+) -> Result<(String, i64), PkiError> {
+    let now = adit_pki::now_unix();
+    let ttl = i64::try_from(state.settings.access_token_ttl.as_secs()).unwrap_or(i64::MAX);
+    let exp = now.saturating_add(ttl);
+    let claims = AccessClaims {
+        sub: user.id.clone(),
+        name: user.name.clone(),
+        ten: tenant.id.clone(),
+        aud: AUD_ACCESS.to_string(),
+        iat: now,
+        exp,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    Ok((state.signer.sign(&claims)?, exp))
+}
+
+// === passwords ===
+
+/// Hashing a password failed (the system RNG or Argon2 itself).
+#[derive(Debug, thiserror::Error)]
+#[error("hashing the password failed: {0}")]
+pub struct PasswordHashError(String);
+
+/// Hashes `pw` with Argon2id (default parameters, random salt) into a PHC string.
+pub fn hash_password(pw: &str) -> Result<String, PasswordHashError> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut salt)
+        .map_err(|e| PasswordHashError(format!("random salt: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordHashError(e.to_string()))?;
+    Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| PasswordHashError(e.to_string()))
+}
+
+/// Whether `pw` matches the PHC string `phc`; `false` for a malformed hash too.
+pub fn verify_password(pw: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(pw.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+// === LoginLimiter ===
+
+/// Failed logins allowed within [`LoginLimiter::WINDOW`] before backoff starts.
+const FREE_FAILURES: u32 = 5;
+/// First lockout; doubles with every further failure.
+const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
+/// Longest lockout.
+const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+/// Entries beyond this make the limiter forget idle ones first.
+const MAX_ENTRIES: usize = 50_000;
+
+/// Per (source address, tenant, user) failed-login counter with exponential backoff.
+///
+/// After [`FREE_FAILURES`] failures within five minutes, further attempts for that key are
+/// refused without checking the password for 30 s, doubling with every failure up to
+/// 15 minutes. A successful login clears the key. In memory, per router.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    entries: Mutex<HashMap<LimiterKey, Failures>>,
+}
+
+/// Identifies whose attempts are counted together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LimiterKey {
+    source: Option<IpAddr>,
+    tenant: String,
+    user: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    first: Instant,
+    blocked_until: Option<Instant>,
+}
+
+impl LimiterKey {
+    pub fn new(source: Option<IpAddr>, tenant: Option<&str>, user: &str) -> Self {
+        Self {
+            source,
+            tenant: tenant.unwrap_or_default().to_string(),
+            user: user.to_string(),
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// Failures older than this (and not locked out) are forgotten.
+    pub const WINDOW: Duration = Duration::from_secs(5 * 60);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LimiterKey, Failures>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `Err(wait)` if attempts for `key` are locked out for `wait` more.
+    pub fn check(&self, key: &LimiterKey) -> Result<(), Duration> {
+        let now = Instant::now();
+        match self.lock().get(key).and_then(|f| f.blocked_until) {
+            Some(until) if until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed attempt; returns the lockout it started, if any.
+    pub fn record_failure(&self, key: &LimiterKey) -> Option<Duration> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, f| f.is_relevant(now));
+        }
+        let entry = map.entry(key.clone()).or_insert(Failures {
+            count: 0,
+            first: now,
+            blocked_until: None,
+        });
+        if !entry.is_relevant(now) {
+            *entry = Failures {
+                count: 0,
+                first: now,
+                blocked_until: None,
+            };
+        }
+        entry.count = entry.count.saturating_add(1);
+        if entry.count < FREE_FAILURES {
+            return None;
+        }
+        let doublings = (entry.count - FREE_FAILURES).min(16);
+        let lockout = FIRST_LOCKOUT
+            .saturating_mul(1u32 << doublings)
+            .min(MAX_LOCKOUT);
+        entry.blocked_until = Some(now + lockout);
+        Some(lockout)
+    }
+
+    /// Forgets the failures of `key` (after a successful login).
+    pub fn record_success(&self, key: &LimiterKey) {
+        self.lock().remove(key);
+    }
+}
+
+impl Failures {
+    /// Whether this entry still affects decisions: locked out, or failures in the window.
+    fn is_relevant(&self, now: Instant) -> bool {
+        // A key that was locked out keeps its count until a quiet window has passed after
+        // the lockout, so backoff keeps growing for a persistent guesser.
+        match self.blocked_until {
+            Some(until) => now < until + LoginLimiter::WINDOW,
+            None => now.duration_since(self.first) < LoginLimiter::WINDOW,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_roundtrip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("correct horsE", &h));
+        assert!(!verify_password("correct horse", "not a phc string"));
+        assert_ne!(h, hash_password("correct horse").unwrap(), "salt is random");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_backs_off_and_resets() {
+        let l = LoginLimiter::default();
+        let k = LimiterKey::new(None, None, "alice");
+        let other = LimiterKey::new(None, None, "bob");
+        for _ in 0..4 {
+            assert_eq!(l.record_failure(&k), None);
+            assert!(l.check(&k).is_ok());
+        }
+        assert_eq!(l.record_failure(&k), Some(Duration::from_secs(30)));
+        assert!(l.check(&k).is_err());
+        assert!(l.check(&other).is_ok(), "keys are independent");
+
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(l.check(&k).is_ok());
+        assert_eq!(l.record_failure(&k), Some(Duration::from_secs(60)));
+        for _ in 0..10 {
+            l.record_failure(&k);
+        }
+        let wait = l.check(&k).unwrap_err();
+        assert!(wait <= MAX_LOCKOUT && wait > Duration::from_secs(14 * 60));
+
+        l.record_success(&k);
+        assert!(l.check(&k).is_ok());
+        assert_eq!(l.record_failure(&k), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiter_forgets_old_failures() {
+        let l = LoginLimiter::default();
+        let k = LimiterKey::new(None, Some("t"), "alice");
+        for _ in 0..4 {
+            l.record_failure(&k);
+        }
+        tokio::time::advance(LoginLimiter::WINDOW + Duration::from_secs(1)).await;
+        assert_eq!(l.record_failure(&k), None, "the window restarted");
+    }
+}

@@ -1,0 +1,386 @@
+//! The proxy role: holds agents' tunnels, and relays each client stream to
+//! the agent of the node it names, with a grant the agent can verify.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use adit_api::{kinds, ControlMessage, NodeFacts};
+use adit_pki::{GrantClaims, AUD_GRANT};
+use adit_proto::{goaway_code, reset_code, Config, OpenHeader, Side};
+use adit_store::NodeStatus;
+use adit_tunnel::{Stream, Tunnel};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Runs one `adit/1` connection: an agent's when it presented a client
+/// certificate, else a client's.
+pub async fn handle_tunnel(
+    state: AppState,
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    peer_cert: Option<Vec<u8>>,
+    shutdown: CancellationToken,
+) {
+    match peer_cert {
+        Some(cert) => agent_tunnel(state, tls, peer, cert, shutdown).await,
+        None => client_tunnel(state, tls, peer, shutdown).await,
+    }
+}
+
+/// Why an agent may not hold a tunnel, if it may not.
+fn agent_refusal(state: &AppState, cert: &[u8]) -> Result<(String, i64), String> {
+    let node_id = adit_pki::node_id_from_cert_der(cert).map_err(|e| e.to_string())?;
+    let serial = adit_pki::serial_hex_from_cert_der(cert).map_err(|e| e.to_string())?;
+    let store = &state.store;
+    match store.is_serial_revoked(&serial) {
+        Ok(false) => {}
+        Ok(true) => return Err("the node's certificate is revoked".into()),
+        Err(e) => return Err(format!("could not check the certificate: {e}")),
+    }
+    match store.node_any_tenant(&node_id) {
+        Ok(Some(n)) if n.revoked_at.is_none() => {}
+        Ok(Some(_)) => return Err("the node is revoked".into()),
+        Ok(None) => return Err("the node is unknown".into()),
+        Err(e) => return Err(format!("could not look up the node: {e}")),
+    }
+    let not_after = adit_pki::not_after_from_cert_der(cert)
+        .map_err(|e| e.to_string())?
+        .unix_timestamp();
+    Ok((node_id, not_after))
+}
+
+async fn agent_tunnel(
+    state: AppState,
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    cert: Vec<u8>,
+    shutdown: CancellationToken,
+) {
+    let (tunnel, driver) = Tunnel::spawn(tls, Side::Server, Config::default());
+    let (node_id, not_after) = match agent_refusal(&state, &cert) {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::info!(%peer, %why, "agent refused");
+            let code = if why.contains("revoked") {
+                goaway_code::REVOKED
+            } else {
+                goaway_code::DENIED
+            };
+            tunnel.close(code, &why);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            return;
+        }
+    };
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    state.registry.insert(&node_id, tunnel.clone(), generation);
+    if let Err(e) = state
+        .store
+        .set_node_status(&node_id, NodeStatus::Online, adit_store::now_millis())
+    {
+        tracing::warn!(%node_id, error = %e, "could not mark node online");
+    }
+    Metrics::inc(&state.metrics.tunnels_active);
+    Metrics::inc(&state.metrics.tunnels_total);
+    tracing::info!(%node_id, %peer, "agent connected");
+
+    // The tunnel must not outlive the certificate it was admitted with.
+    let expires_in = Duration::from_secs((not_after - adit_pki::now_unix()).max(0) as u64);
+    let expiry = tokio::time::sleep(expires_in);
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            msg = tunnel.recv_control() => match msg {
+                Some(payload) => handle_agent_control(&state, &node_id, &payload),
+                None => break,
+            },
+            accepted = tunnel.accept() => match accepted {
+                // Agents do not open streams towards the proxy.
+                Some((stream, _)) => stream.reset(reset_code::REFUSED, "agents may not open streams"),
+                None => break,
+            },
+            _ = &mut expiry => {
+                tunnel.close(goaway_code::DENIED, "the node's certificate expired; renew it");
+                break;
+            }
+            _ = shutdown.cancelled() => {
+                tunnel.go_away("server shutting down");
+                break;
+            }
+        }
+    }
+    let reason = tunnel.closed().await;
+    drop(tunnel);
+    let _ = driver.await;
+    if state.registry.remove(&node_id, generation) {
+        if let Err(e) =
+            state
+                .store
+                .set_node_status(&node_id, NodeStatus::Offline, adit_store::now_millis())
+        {
+            tracing::warn!(%node_id, error = %e, "could not mark node offline");
+        }
+    }
+    Metrics::dec(&state.metrics.tunnels_active);
+    tracing::info!(%node_id, %reason, "agent disconnected");
+}
+
+fn handle_agent_control(state: &AppState, node_id: &str, payload: &[u8]) {
+    match ControlMessage::decode(payload) {
+        Ok(ControlMessage::Facts(facts)) => {
+            let NodeFacts {
+                agent_version,
+                os,
+                hostname,
+                addresses,
+                tunnel_mode,
+            } = facts;
+            let facts = adit_store::NodeFacts {
+                agent_version: Some(agent_version),
+                os: Some(os),
+                hostname: Some(hostname),
+                addresses,
+                tunnel_mode,
+            };
+            if let Err(e) = state.store.update_node_facts(node_id, &facts) {
+                tracing::warn!(%node_id, error = %e, "could not store node facts");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(%node_id, error = %e, "ignoring unknown control message"),
+    }
+}
+
+async fn client_tunnel(
+    state: AppState,
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let (tunnel, driver) = Tunnel::spawn(tls, Side::Server, Config::default());
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        tokio::select! {
+            accepted = tunnel.accept() => match accepted {
+                Some((stream, header)) => {
+                    let state = state.clone();
+                    tasks.spawn(relay(state, stream, header, peer));
+                }
+                None => break,
+            },
+            _ = shutdown.cancelled() => {
+                tunnel.go_away("server shutting down");
+                break;
+            }
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+    drop(tunnel);
+    let _ = driver.await;
+}
+
+/// A refused stream: the client sees `reason`, the audit trail too.
+struct Refusal {
+    code: u32,
+    reason: String,
+}
+
+fn refuse(code: u32, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+struct Route {
+    principal: crate::auth::Principal,
+    node: adit_store::Node,
+    agent: Tunnel,
+    target: String,
+}
+
+fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Option<Route0>)> {
+    if header.kind != kinds::TCP {
+        return Err((
+            refuse(reset_code::DENIED, format!("unsupported stream kind '{}'", header.kind)),
+            None,
+        ));
+    }
+    let Some((node_key, target)) = header.target.split_once('/') else {
+        return Err((
+            refuse(reset_code::DENIED, "target must be NODE/HOST:PORT"),
+            None,
+        ));
+    };
+    if target.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        return Err((
+            refuse(reset_code::DENIED, format!("target '{target}' is not HOST:PORT")),
+            None,
+        ));
+    }
+    let token = std::str::from_utf8(&header.grant).unwrap_or_default();
+    let principal = crate::auth::authenticate_bearer(state, token).map_err(|e| {
+        (
+            refuse(reset_code::DENIED, format!("not authenticated: {}", e.message())),
+            None,
+        )
+    })?;
+    let ctx = Route0 {
+        tenant_id: principal.tenant_id.clone(),
+        actor: principal.user.clone(),
+        node_id: None,
+    };
+    let node = match state.store.node_by_id_or_name(&principal.tenant_id, node_key) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return Err((
+                refuse(
+                    reset_code::UNREACHABLE,
+                    format!("no node named or with id '{node_key}'"),
+                ),
+                Some(ctx),
+            ))
+        }
+        Err(e) => {
+            return Err((
+                refuse(reset_code::INTERNAL, format!("store error: {e}")),
+                Some(ctx),
+            ))
+        }
+    };
+    let ctx = Route0 {
+        node_id: Some(node.id.clone()),
+        ..ctx
+    };
+    if node.revoked_at.is_some() {
+        return Err((
+            refuse(reset_code::DENIED, format!("node '{}' is revoked", node.name)),
+            Some(ctx),
+        ));
+    }
+    if !crate::authz::can_connect(&principal, &node) {
+        return Err((
+            refuse(
+                reset_code::DENIED,
+                format!("permission denied: {} may not connect to node '{}'", principal.user, node.name),
+            ),
+            Some(ctx),
+        ));
+    }
+    let Some(agent) = state.registry.get(&node.id) else {
+        return Err((
+            refuse(reset_code::UNREACHABLE, format!("node '{}' is offline", node.name)),
+            Some(ctx),
+        ));
+    };
+    Ok(Route {
+        principal,
+        node,
+        agent,
+        target: target.to_string(),
+    })
+}
+
+/// Audit context known before a route is complete.
+struct Route0 {
+    tenant_id: String,
+    actor: String,
+    node_id: Option<String>,
+}
+
+async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: SocketAddr) {
+    let route = match route(&state, &header) {
+        Ok(r) => r,
+        Err((refusal, ctx)) => {
+            Metrics::inc(&state.metrics.streams_denied);
+            if let Some(ctx) = ctx {
+                crate::audit::record(
+                    &state,
+                    &ctx.tenant_id,
+                    &ctx.actor,
+                    Some(peer),
+                    ctx.node_id.as_deref(),
+                    "stream.open",
+                    "denied",
+                    json!({ "kind": header.kind, "target": header.target, "reason": refusal.reason }),
+                );
+            }
+            client.reset(refusal.code, &refusal.reason);
+            return;
+        }
+    };
+    let now = adit_pki::now_unix();
+    let claims = GrantClaims {
+        aud: AUD_GRANT.to_string(),
+        iat: now,
+        exp: now + state.settings.grant_ttl.as_secs() as i64,
+        jti: uuid::Uuid::new_v4().to_string(),
+        ten: route.principal.tenant_id.clone(),
+        usr: route.principal.user.clone(),
+        sub: route.node.id.clone(),
+        knd: kinds::TCP.to_string(),
+        tgt: route.target.clone(),
+        ses: None,
+    };
+    let grant = match state.signer.sign(&claims) {
+        Ok(g) => g,
+        Err(e) => {
+            client.reset(reset_code::INTERNAL, &format!("could not sign a grant: {e}"));
+            return;
+        }
+    };
+    let upstream = match route.agent.open(OpenHeader {
+        kind: kinds::TCP.to_string(),
+        target: route.target.clone(),
+        grant: grant.into_bytes().into(),
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            client.reset(reset_code::UNREACHABLE, &format!("node '{}' is unreachable: {e}", route.node.name));
+            return;
+        }
+    };
+    Metrics::inc(&state.metrics.streams_total);
+    Metrics::inc(&state.metrics.streams_active);
+    let started = Instant::now();
+    let mut client = client;
+    let mut upstream = upstream;
+    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    Metrics::dec(&state.metrics.streams_active);
+    let (to_node, from_node, outcome, error) = match &result {
+        Ok((a, b)) => (*a, *b, "ok", None),
+        Err(e) => (0, 0, "error", Some(e.to_string())),
+    };
+    Metrics::add(&state.metrics.bytes_to_node, to_node);
+    Metrics::add(&state.metrics.bytes_from_node, from_node);
+    if let Some(err) = &error {
+        // The agent refused or the target failed: tell the client why.
+        client.reset(reset_code::UNREACHABLE, err);
+    }
+    crate::audit::record(
+        &state,
+        &route.principal.tenant_id,
+        &route.principal.user,
+        Some(peer),
+        Some(&route.node.id),
+        "stream.open",
+        outcome,
+        json!({
+            "kind": kinds::TCP,
+            "target": route.target,
+            "grant": claims.jti,
+            "bytes_to_node": to_node,
+            "bytes_from_node": from_node,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "error": error,
+        }),
+    );
+}

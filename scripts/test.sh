@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project. Installs what the tests need
+# (OpenSSH server and client) when missing. Usage: scripts/test.sh [--quick]
+#   --quick  skips the fuzzing run and the release-mode checks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing ${need_pkgs[*]}: run as root or install them" >&2
+    exit 1
+  fi
+fi
+
+export CARGO_TERM_COLOR=never
+jobs=${CARGO_BUILD_JOBS:-2}
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy"
+cargo clippy -j"$jobs" --workspace --all-targets -- -D warnings
+
+log "build binaries"
+cargo build -j"$jobs" --workspace --bins
+
+log "cargo test"
+cargo test -j"$jobs" --workspace -- --test-threads=2
+
+if [ "$quick" = 0 ]; then
+  log "fuzzing (bounded)"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+fi
+
+log "all checks passed"
