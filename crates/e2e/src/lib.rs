@@ -16,9 +16,9 @@ pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("ADIT_BIN_DIR") {
         return PathBuf::from(d);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
-    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     target.join("debug")
 }
 
@@ -70,8 +70,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: Command) -> Result<Self> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("could not start {cmd:?}"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {cmd:?}"))?;
         let stderr = child.stderr.take().context("stderr")?;
         let (tx, rx) = mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -82,7 +86,11 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
-        Ok(Self { child, lines: rx, log })
+        Ok(Self {
+            child,
+            lines: rx,
+            log,
+        })
     }
 
     /// Waits for a stderr line containing `needle`; returns it.
@@ -145,10 +153,15 @@ pub struct Server {
 impl Server {
     pub fn start(data_dir: &Path, port: u16) -> Result<Self> {
         let mut cmd = Command::new(bin("adit-server"));
-        cmd.args(["start", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data_dir)
-            .env("ADIT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("ADIT_LOG", "info");
+        cmd.args([
+            "start",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("ADIT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("ADIT_LOG", "info");
         let proc = Proc::spawn(cmd)?;
         let line = proc.wait_line("CA fingerprint:", Duration::from_secs(30))?;
         let pin = line
@@ -176,9 +189,13 @@ pub fn adit(home: &Path, args: &[&str]) -> Output {
 pub fn adit_stdin(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bin("adit"));
     cmd.args(args).env("ADIT_HOME", home);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run adit");
     if let Some(input) = stdin {
         let mut s = child.stdin.take().expect("stdin");
@@ -214,7 +231,13 @@ pub fn login(home: &Path, server: &Server) {
         adit_stdin(
             home,
             &[
-                "login", "--server", &server.url, "--user", "admin", "--password-stdin", "--ca-pin",
+                "login",
+                "--server",
+                &server.url,
+                "--user",
+                "admin",
+                "--password-stdin",
+                "--ca-pin",
                 &server.pin,
             ],
             Some(&format!("{ADMIN_PASSWORD}\n")),
@@ -289,7 +312,12 @@ impl Sshd {
         let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?
             .trim()
             .to_string();
-        Ok(Self { port, key, user, proc })
+        Ok(Self {
+            port,
+            key,
+            user,
+            proc,
+        })
     }
 
     /// Common OpenSSH options to go through `adit proxy-stdio`.

@@ -20,7 +20,11 @@ fn healthy(port: u16) -> bool {
     }
 }
 
-fn tls_client(pin_ca: &str, alpn: &[u8], port: u16) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+fn tls_client(
+    pin_ca: &str,
+    alpn: &[u8],
+    port: u16,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     let pin: adit_pki::CaPin = pin_ca.parse().unwrap();
     let cfg = adit_pki::pinned_client_config(pin, &[alpn]).unwrap();
     let conn = rustls::ClientConnection::new(cfg, "127.0.0.1".try_into().unwrap())
@@ -46,7 +50,8 @@ fn hostile_and_mistaken_input() {
 
     // Garbage bytes on the port (not even TLS).
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"\x16\x03\x01garbage garbage garbage\r\n\r\n").unwrap();
+    s.write_all(b"\x16\x03\x01garbage garbage garbage\r\n\r\n")
+        .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
     let _ = s.read(&mut buf);
@@ -59,12 +64,16 @@ fn hostile_and_mistaken_input() {
 
     // Right ALPN, then oversized and garbage frames: the tunnel is closed with a GOAWAY.
     let mut t = tls_client(&server.pin, adit_proto::ALPN, port).unwrap();
-    t.write_all(&[0, 0, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff]).unwrap();
+    t.write_all(&[0, 0, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff])
+        .unwrap();
     t.flush().unwrap();
     let mut got = Vec::new();
     let _ = t.read_to_end(&mut got);
     let text = String::from_utf8_lossy(&got);
-    assert!(text.contains("exceeds the limit") || text.contains("HELLO"), "GOAWAY reason: {text}");
+    assert!(
+        text.contains("exceeds the limit") || text.contains("HELLO"),
+        "GOAWAY reason: {text}"
+    );
     assert!(healthy(port));
 
     // Forged and expired access tokens in a stream OPEN are refused.
@@ -87,21 +96,44 @@ fn hostile_and_mistaken_input() {
     v["expires_at"] = serde_json::json!(now + 600);
     std::fs::write(&profile, v.to_string()).unwrap();
     let err = fails(adit(&home, &["proxy-stdio", "dev1", "22"]), "forged token");
-    assert!(err.to_lowercase().contains("authenticat") || err.contains("unknown") || err.contains("signature"), "{err}");
+    assert!(
+        err.to_lowercase().contains("authenticat")
+            || err.contains("unknown")
+            || err.contains("signature"),
+        "{err}"
+    );
     std::fs::write(&profile, &original).unwrap();
 
     // A node name that does not exist.
-    let err = fails(adit(&home, &["proxy-stdio", "nosuchnode.adit", "22"]), "unknown node");
+    let err = fails(
+        adit(&home, &["proxy-stdio", "nosuchnode.adit", "22"]),
+        "unknown node",
+    );
     assert!(err.contains("no node named"), "{err}");
-    let err = fails(adit(&home, &["nodes", "show", "nosuchnode"]), "unknown node show");
+    let err = fails(
+        adit(&home, &["nodes", "show", "nosuchnode"]),
+        "unknown node show",
+    );
     assert!(err.contains("nosuchnode"), "{err}");
 
     // Enrolment mistakes.
-    let token = ok(adit(&home, &["tokens", "create", "--ttl", "10m", "--uses", "1"]), "token");
+    let token = ok(
+        adit(&home, &["tokens", "create", "--ttl", "10m", "--uses", "1"]),
+        "token",
+    );
     let token = token.trim().to_string();
     let enroll = |token: &str, name: &str, dir: &str| {
         Command::new(bin("adit-agent"))
-            .args(["enroll", "--server", &server.url, "--token", token, "--name", name, "--state-dir"])
+            .args([
+                "enroll",
+                "--server",
+                &server.url,
+                "--token",
+                token,
+                "--name",
+                name,
+                "--state-dir",
+            ])
             .arg(tmp.path().join(dir))
             .output()
             .unwrap()
@@ -115,9 +147,15 @@ fn hostile_and_mistaken_input() {
     // First use works, the second is refused.
     ok(enroll(&token, "n1", "a2"), "first enrolment");
     let err = fails(enroll(&token, "n2", "a3"), "reused token");
-    assert!(err.contains("already used") || err.contains("used"), "{err}");
+    assert!(
+        err.contains("already used") || err.contains("used"),
+        "{err}"
+    );
     // Expired token.
-    let short = ok(adit(&home, &["tokens", "create", "--ttl", "1s"]), "short token");
+    let short = ok(
+        adit(&home, &["tokens", "create", "--ttl", "1s"]),
+        "short token",
+    );
     std::thread::sleep(Duration::from_millis(2100));
     let err = fails(enroll(short.trim(), "n3", "a4"), "expired token");
     assert!(err.contains("expired"), "{err}");

@@ -15,7 +15,9 @@ fn start_agent(home: &Path, server: &Server, state: &Path, allow: &[String]) -> 
     for a in allow {
         cmd.args(["--allow", a]);
     }
-    cmd.env("ADIT_LOG", "info").env_remove("HTTPS_PROXY").env_remove("https_proxy");
+    cmd.env("ADIT_LOG", "info")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy");
     let _ = (home, server);
     Proc::spawn(cmd).expect("agent starts")
 }
@@ -67,7 +69,10 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     let mut server = Server::start(&data, port).unwrap();
     login(&home, &server);
 
-    let token = ok(adit(&home, &["tokens", "create", "--ttl", "10m"]), "tokens create");
+    let token = ok(
+        adit(&home, &["tokens", "create", "--ttl", "10m"]),
+        "tokens create",
+    );
     let token = token.trim();
     assert!(token.starts_with("adit1."), "{token}");
 
@@ -76,7 +81,16 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     let state = tmp.path().join("agent");
     ok(
         Command::new(bin("adit-agent"))
-            .args(["enroll", "--server", &server.url, "--token", token, "--name", "dev1", "--state-dir"])
+            .args([
+                "enroll",
+                "--server",
+                &server.url,
+                "--token",
+                token,
+                "--name",
+                "dev1",
+                "--state-dir",
+            ])
             .arg(&state)
             .args(["--label", "site=lab"])
             .output()
@@ -85,7 +99,10 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     );
     // Key material is private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(state.join("node.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(state.join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "node.key mode");
 
     let allow = vec![
@@ -94,7 +111,10 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     ];
     let agent = start_agent(&home, &server, &state, &allow);
     assert_eq!(
-        wait_for(Duration::from_secs(20), || (node_status(&home, "dev1").as_deref() == Some("online")).then_some(())),
+        wait_for(Duration::from_secs(20), || (node_status(&home, "dev1")
+            .as_deref()
+            == Some("online"))
+        .then_some(())),
         Some(()),
         "node online; agent log:\n{}",
         agent.output_so_far()
@@ -119,11 +139,21 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     let remote = tmp.path().join("remote.bin");
     let back = tmp.path().join("back.bin");
     ok(
-        scp(&sshd, &home, src.to_str().unwrap(), &format!("{}@dev1.adit:{}", sshd.user, remote.display())),
+        scp(
+            &sshd,
+            &home,
+            src.to_str().unwrap(),
+            &format!("{}@dev1.adit:{}", sshd.user, remote.display()),
+        ),
         "scp upload",
     );
     ok(
-        scp(&sshd, &home, &format!("{}@dev1.adit:{}", sshd.user, remote.display()), back.to_str().unwrap()),
+        scp(
+            &sshd,
+            &home,
+            &format!("{}@dev1.adit:{}", sshd.user, remote.display()),
+            back.to_str().unwrap(),
+        ),
         "scp download",
     );
     let digest = sha256_file(&src);
@@ -134,11 +164,20 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     let fwd_port = free_port();
     let mut fwd_cmd = Command::new(bin("adit"));
     fwd_cmd
-        .args(["forward", "dev1", &format!("127.0.0.1:{fwd_port}:127.0.0.1:{echo_port}")])
+        .args([
+            "forward",
+            "dev1",
+            &format!("127.0.0.1:{fwd_port}:127.0.0.1:{echo_port}"),
+        ])
         .env("ADIT_HOME", &home);
     let fwd = Proc::spawn(fwd_cmd).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", fwd_port)).ok()).is_some(),
+        wait_for(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            fwd_port
+        ))
+        .ok())
+        .is_some(),
         "forward listening: {}",
         fwd.output_so_far()
     );
@@ -169,9 +208,16 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     server.proc.kill();
     let mut server = Server::start(&data, port).unwrap();
     let seen_offline = node_status(&home, "dev1");
-    assert_eq!(seen_offline.as_deref(), Some("offline"), "right after restart");
     assert_eq!(
-        wait_for(Duration::from_secs(30), || (node_status(&home, "dev1").as_deref() == Some("online")).then_some(())),
+        seen_offline.as_deref(),
+        Some("offline"),
+        "right after restart"
+    );
+    assert_eq!(
+        wait_for(Duration::from_secs(30), || (node_status(&home, "dev1")
+            .as_deref()
+            == Some("online"))
+        .then_some(())),
         Some(()),
         "agent reconnects; agent log:\n{}",
         agent.output_so_far()
@@ -181,7 +227,10 @@ fn enrol_ssh_scp_forward_restart_revoke() {
 
     // Revocation closes the tunnel at once and keeps the agent out.
     let t = Instant::now();
-    ok(adit(&home, &["nodes", "revoke", "dev1", "--yes"]), "nodes revoke");
+    ok(
+        adit(&home, &["nodes", "revoke", "dev1", "--yes"]),
+        "nodes revoke",
+    );
     agent
         .wait_line("revoked", Duration::from_secs(5))
         .expect("the agent learns it was revoked");

@@ -107,7 +107,11 @@ pub fn bootstrap(
 
     // A fresh server certificate each start: it covers the public name and
     // loopback, and nothing depends on it persisting.
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     names.extend(url_host(&settings.public_url));
     names.extend(extra_names.iter().cloned());
     names.sort();
@@ -172,7 +176,10 @@ mod tests {
 
     #[test]
     fn hosts_of_urls() {
-        assert_eq!(url_host("https://a.example:8443/x").as_deref(), Some("a.example"));
+        assert_eq!(
+            url_host("https://a.example:8443/x").as_deref(),
+            Some("a.example")
+        );
         assert_eq!(url_host("https://[::1]:8443").as_deref(), Some("::1"));
         assert_eq!(url_host("https://10.1.2.3").as_deref(), Some("10.1.2.3"));
         assert_eq!(url_host("https://").as_deref(), None);

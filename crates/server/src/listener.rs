@@ -48,8 +48,12 @@ pub async fn serve(
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             break;
         };
-        let (acceptor, state, router, shutdown) =
-            (acceptor.clone(), state.clone(), router.clone(), shutdown.clone());
+        let (acceptor, state, router, shutdown) = (
+            acceptor.clone(),
+            state.clone(),
+            router.clone(),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             handle_connection(tcp, peer, acceptor, state, router, shutdown, permit).await;
         });
@@ -93,12 +97,13 @@ async fn handle_connection(
         return;
     }
     let peer_cert = peer_cert.map(|c| PeerCert(Arc::new(c)));
-    let service = router.map_request(move |mut req: axum::extract::Request| {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ClientAddr(peer));
         if let Some(cert) = &peer_cert {
             req.extensions_mut().insert(cert.clone());
         }
-        req
+        router.clone().oneshot(req)
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -107,10 +112,7 @@ async fn handle_connection(
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(64 * 1024);
     builder.http2().max_concurrent_streams(64);
-    let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(tls),
-        hyper_util::service::TowerToHyperService::new(service),
-    );
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {

@@ -13,7 +13,11 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "adit-server", version, about = "Adit server: control plane and proxy for remote access to edge devices")]
+#[command(
+    name = "adit-server",
+    version,
+    about = "Adit server: control plane and proxy for remote access to edge devices"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,8 +66,9 @@ struct FileConfig {
 fn parse_duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
     match value {
         None => Ok(default),
-        Some(v) => humantime::parse_duration(v)
-            .with_context(|| format!("config key `{key}`: '{v}' is not a duration like 24h or 30m")),
+        Some(v) => humantime::parse_duration(v).with_context(|| {
+            format!("config key `{key}`: '{v}' is not a duration like 24h or 30m")
+        }),
     }
 }
 
@@ -79,7 +84,8 @@ fn start(args: StartArgs) -> Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("could not read config file {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?
+            toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
         }
         None => FileConfig::default(),
     };
@@ -88,7 +94,9 @@ fn start(args: StartArgs) -> Result<()> {
         .or(file.log.clone())
         .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("invalid log filter")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).context("invalid log filter")?,
+        )
         .with_writer(std::io::stderr)
         .init();
 
@@ -107,7 +115,11 @@ fn start(args: StartArgs) -> Result<()> {
     let settings = Settings {
         data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
         public_url: public_url.clone(),
-        node_cert_ttl: parse_duration("node_cert_ttl", &file.node_cert_ttl, defaults.node_cert_ttl)?,
+        node_cert_ttl: parse_duration(
+            "node_cert_ttl",
+            &file.node_cert_ttl,
+            defaults.node_cert_ttl,
+        )?,
         access_token_ttl: parse_duration(
             "access_token_ttl",
             &file.access_token_ttl,
@@ -115,7 +127,9 @@ fn start(args: StartArgs) -> Result<()> {
         )?,
         grant_ttl: defaults.grant_ttl,
     };
-    let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD").ok().map(Secret::new);
+    let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD")
+        .ok()
+        .map(Secret::new);
     let boot = bootstrap(settings, &file.tls_names, admin_password)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -37,23 +37,92 @@ impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &str, &AtomicU64); 13] = [
-            ("adit_tunnels_active", "gauge", "Agent tunnels currently connected.", &self.tunnels_active),
-            ("adit_tunnels_total", "counter", "Agent tunnels accepted since start.", &self.tunnels_total),
-            ("adit_streams_active", "gauge", "Relayed streams currently open.", &self.streams_active),
-            ("adit_streams_total", "counter", "Relayed streams opened since start.", &self.streams_total),
-            ("adit_streams_denied_total", "counter", "Stream requests refused by authorization.", &self.streams_denied),
-            ("adit_bytes_to_node_total", "counter", "Bytes relayed from clients to nodes.", &self.bytes_to_node),
-            ("adit_bytes_from_node_total", "counter", "Bytes relayed from nodes to clients.", &self.bytes_from_node),
-            ("adit_tls_handshakes_total", "counter", "Completed TLS handshakes.", &self.tls_handshakes),
-            ("adit_tls_handshake_errors_total", "counter", "Failed TLS handshakes.", &self.tls_handshake_errors),
-            ("adit_protocol_errors_total", "counter", "Tunnels closed for protocol errors.", &self.protocol_errors),
-            ("adit_http_requests_total", "counter", "HTTP API requests served.", &self.http_requests),
-            ("adit_logins_failed_total", "counter", "Failed login attempts.", &self.logins_failed),
-            ("adit_enrollments_total", "counter", "Successful node enrolments.", &self.enrollments),
+            (
+                "adit_tunnels_active",
+                "gauge",
+                "Agent tunnels currently connected.",
+                &self.tunnels_active,
+            ),
+            (
+                "adit_tunnels_total",
+                "counter",
+                "Agent tunnels accepted since start.",
+                &self.tunnels_total,
+            ),
+            (
+                "adit_streams_active",
+                "gauge",
+                "Relayed streams currently open.",
+                &self.streams_active,
+            ),
+            (
+                "adit_streams_total",
+                "counter",
+                "Relayed streams opened since start.",
+                &self.streams_total,
+            ),
+            (
+                "adit_streams_denied_total",
+                "counter",
+                "Stream requests refused by authorization.",
+                &self.streams_denied,
+            ),
+            (
+                "adit_bytes_to_node_total",
+                "counter",
+                "Bytes relayed from clients to nodes.",
+                &self.bytes_to_node,
+            ),
+            (
+                "adit_bytes_from_node_total",
+                "counter",
+                "Bytes relayed from nodes to clients.",
+                &self.bytes_from_node,
+            ),
+            (
+                "adit_tls_handshakes_total",
+                "counter",
+                "Completed TLS handshakes.",
+                &self.tls_handshakes,
+            ),
+            (
+                "adit_tls_handshake_errors_total",
+                "counter",
+                "Failed TLS handshakes.",
+                &self.tls_handshake_errors,
+            ),
+            (
+                "adit_protocol_errors_total",
+                "counter",
+                "Tunnels closed for protocol errors.",
+                &self.protocol_errors,
+            ),
+            (
+                "adit_http_requests_total",
+                "counter",
+                "HTTP API requests served.",
+                &self.http_requests,
+            ),
+            (
+                "adit_logins_failed_total",
+                "counter",
+                "Failed login attempts.",
+                &self.logins_failed,
+            ),
+            (
+                "adit_enrollments_total",
+                "counter",
+                "Successful node enrolments.",
+                &self.enrollments,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Relaxed)
+            );
         }
         out
     }

@@ -81,9 +81,10 @@ async fn agent_tunnel(
     };
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     state.registry.insert(&node_id, tunnel.clone(), generation);
-    if let Err(e) = state
-        .store
-        .set_node_status(&node_id, NodeStatus::Online, adit_store::now_millis())
+    if let Err(e) =
+        state
+            .store
+            .set_node_status(&node_id, NodeStatus::Online, adit_store::now_millis())
     {
         tracing::warn!(%node_id, error = %e, "could not mark node online");
     }
@@ -210,7 +211,10 @@ struct Route {
 fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Option<Route0>)> {
     if header.kind != kinds::TCP {
         return Err((
-            refuse(reset_code::DENIED, format!("unsupported stream kind '{}'", header.kind)),
+            refuse(
+                reset_code::DENIED,
+                format!("unsupported stream kind '{}'", header.kind),
+            ),
             None,
         ));
     }
@@ -220,16 +224,26 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
             None,
         ));
     };
-    if target.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+    if target
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
         return Err((
-            refuse(reset_code::DENIED, format!("target '{target}' is not HOST:PORT")),
+            refuse(
+                reset_code::DENIED,
+                format!("target '{target}' is not HOST:PORT"),
+            ),
             None,
         ));
     }
     let token = std::str::from_utf8(&header.grant).unwrap_or_default();
     let principal = crate::auth::authenticate_bearer(state, token).map_err(|e| {
         (
-            refuse(reset_code::DENIED, format!("not authenticated: {}", e.message())),
+            refuse(
+                reset_code::DENIED,
+                format!("not authenticated: {}", e.message()),
+            ),
             None,
         )
     })?;
@@ -238,7 +252,10 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
         actor: principal.user.clone(),
         node_id: None,
     };
-    let node = match state.store.node_by_id_or_name(&principal.tenant_id, node_key) {
+    let node = match state
+        .store
+        .node_by_id_or_name(&principal.tenant_id, node_key)
+    {
         Ok(Some(n)) => n,
         Ok(None) => {
             return Err((
@@ -262,7 +279,10 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
     };
     if node.revoked_at.is_some() {
         return Err((
-            refuse(reset_code::DENIED, format!("node '{}' is revoked", node.name)),
+            refuse(
+                reset_code::DENIED,
+                format!("node '{}' is revoked", node.name),
+            ),
             Some(ctx),
         ));
     }
@@ -270,14 +290,20 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
         return Err((
             refuse(
                 reset_code::DENIED,
-                format!("permission denied: {} may not connect to node '{}'", principal.user, node.name),
+                format!(
+                    "permission denied: {} may not connect to node '{}'",
+                    principal.user, node.name
+                ),
             ),
             Some(ctx),
         ));
     }
     let Some(agent) = state.registry.get(&node.id) else {
         return Err((
-            refuse(reset_code::UNREACHABLE, format!("node '{}' is offline", node.name)),
+            refuse(
+                reset_code::UNREACHABLE,
+                format!("node '{}' is offline", node.name),
+            ),
             Some(ctx),
         ));
     };
@@ -333,7 +359,10 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
     let grant = match state.signer.sign(&claims) {
         Ok(g) => g,
         Err(e) => {
-            client.reset(reset_code::INTERNAL, &format!("could not sign a grant: {e}"));
+            client.reset(
+                reset_code::INTERNAL,
+                &format!("could not sign a grant: {e}"),
+            );
             return;
         }
     };
@@ -344,7 +373,10 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
     }) {
         Ok(s) => s,
         Err(e) => {
-            client.reset(reset_code::UNREACHABLE, &format!("node '{}' is unreachable: {e}", route.node.name));
+            client.reset(
+                reset_code::UNREACHABLE,
+                &format!("node '{}' is unreachable: {e}", route.node.name),
+            );
             return;
         }
     };
