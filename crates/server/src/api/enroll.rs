@@ -103,7 +103,10 @@ pub(super) async fn enroll(
                 ConsumeError::Store(e) => ("store error", ApiFailure::from(e)),
                 other => {
                     tracing::error!(error = %other, "consuming a join token failed");
-                    ("error", ApiFailure::internal("the join token could not be checked; try again"))
+                    (
+                        "error",
+                        ApiFailure::internal("the join token could not be checked; try again"),
+                    )
                 }
             };
             audit::record(
@@ -174,7 +177,11 @@ pub(super) async fn renew(
         .node_any_tenant(&node_id)?
         .filter(|n| !revoked && n.revoked_at.is_none())
         .ok_or_else(|| {
-            tracing::info!(node_id, serial, "renewal refused: node or certificate revoked");
+            tracing::info!(
+                node_id,
+                serial,
+                "renewal refused: node or certificate revoked"
+            );
             node_revoked()
         })?;
     // The certificate must be one issued for this node, not just any unrevoked one.
@@ -199,7 +206,11 @@ pub(super) async fn renew(
 
 /// Signs the CSR for `node` and records the certificate (store first, so that a
 /// certificate is never handed out unrecorded and hence unrevocable).
-fn issue_and_record(state: &AppState, node: &Node, csr_pem: &str) -> Result<IssuedCert, ApiFailure> {
+fn issue_and_record(
+    state: &AppState,
+    node: &Node,
+    csr_pem: &str,
+) -> Result<IssuedCert, ApiFailure> {
     let issued = state
         .ca
         .sign_node_csr(csr_pem, &node.id, state.settings.node_cert_ttl)

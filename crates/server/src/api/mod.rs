@@ -65,10 +65,12 @@ pub fn router(state: AppState) -> Router {
 /// `/v1/nodes/{node}` (the documented form) → `/v1/nodes/:node` (axum 0.7's).
 fn axum_path(path: &str) -> String {
     path.split('/')
-        .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) => format!(":{name}"),
-            None => seg.to_string(),
-        })
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => format!(":{name}"),
+                None => seg.to_string(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -85,7 +87,8 @@ pub(crate) fn validate_labels(labels: &adit_api::Labels) -> Result<(), ApiFailur
             labels.len()
         )));
     }
-    let ok_char = |c: char, extra: &str| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c);
+    let ok_char =
+        |c: char, extra: &str| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c);
     for (k, v) in labels {
         if k.is_empty() || k.len() > 63 || !k.chars().all(|c| ok_char(c, "/")) {
             return Err(ApiFailure::bad_request(format!(
@@ -186,7 +189,10 @@ mod tests {
     #[test]
     fn paths_translate() {
         assert_eq!(axum_path("/v1/nodes/{node}"), "/v1/nodes/:node");
-        assert_eq!(axum_path("/v1/nodes/{node}/revoke"), "/v1/nodes/:node/revoke");
+        assert_eq!(
+            axum_path("/v1/nodes/{node}/revoke"),
+            "/v1/nodes/:node/revoke"
+        );
         assert_eq!(axum_path("/v1/nodes"), "/v1/nodes");
     }
 }

@@ -104,8 +104,8 @@ pub(super) async fn login(
     };
 
     limiter.record_success(&key);
-    let (access_token, expires_at) = auth::issue_access_token(&state, &user, &tenant)
-        .map_err(|e| {
+    let (access_token, expires_at) =
+        auth::issue_access_token(&state, &user, &tenant).map_err(|e| {
             tracing::error!(error = %e, "signing an access token failed");
             ApiFailure::internal("the server could not sign an access token; try again")
         })?;
