@@ -1,1 +1,209 @@
-fn main() {}
+//! `adit-agent`: enrol a device, then keep its tunnel to the Adit server up.
+
+use std::path::PathBuf;
+
+use adit_agent::{facts, AgentConfig, EnrollOptions};
+use adit_api::Labels;
+use adit_pki::Secret;
+use adit_tunnel::connect::ProxySettings;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "adit-agent",
+    version,
+    about = "Adit device agent: secure remote access to this device"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol this device with a join token (once).
+    Enroll(EnrollArgs),
+    /// Connect to the server and serve access to local targets.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct EnrollArgs {
+    /// Server URL, e.g. https://adit.example.com
+    #[arg(long)]
+    server: String,
+    /// Join token from `adit tokens create`.
+    #[arg(long, env = "ADIT_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// State directory.
+    #[arg(long, default_value = adit_agent::config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Label `key=value` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Replace an existing enrolment.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (overrides the configuration).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Allow streams to this local `host:port` (repeatable; adds to the configuration).
+    #[arg(long)]
+    allow: Vec<String>,
+    /// Server URL (overrides the configuration and the enrolment).
+    #[arg(long)]
+    server: Option<String>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Enroll(args) => enroll(args).await,
+            Command::Run(args) => run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    init_logging("warn");
+    let name = match args.name {
+        Some(name) => name,
+        None => {
+            let host = facts::hostname();
+            if host.is_empty() {
+                bail!("cannot read this machine's host name; pass --name");
+            }
+            facts::node_name_from_hostname(&host)
+        }
+    };
+    let labels: Labels = args.labels.into_iter().collect();
+    let enrollment = adit_agent::enroll(EnrollOptions {
+        server_url: args.server.clone(),
+        token: Secret::new(args.token),
+        name,
+        state_dir: args.state_dir,
+        labels,
+        force: args.force,
+        facts: facts::local("persistent"),
+    })
+    .await
+    .with_context(|| format!("enrolment with {} failed", args.server))?;
+    println!(
+        "enrolled as node {} (id {}); credentials in {}",
+        enrollment.node_name,
+        enrollment.node_id,
+        enrollment.state_dir.display()
+    );
+    println!("start the agent with: adit-agent run");
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read configuration {}", path.display()))?;
+            AgentConfig::from_toml(&text)
+                .with_context(|| format!("configuration {}", path.display()))?
+        }
+        None => AgentConfig::default(),
+    };
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    if let Some(server) = args.server {
+        config.server_url = Some(server);
+    }
+    config.allow.extend(args.allow);
+    config.validate()?;
+    init_logging(&config.log);
+
+    let https_proxy = env_either("HTTPS_PROXY", "https_proxy");
+    let no_proxy = env_either("NO_PROXY", "no_proxy");
+    let proxy = ProxySettings::from_values(https_proxy.as_deref(), no_proxy.as_deref())
+        .context("invalid HTTPS_PROXY / NO_PROXY")?;
+
+    let agent = adit_agent::Agent::new(config.clone())?
+        .with_proxy(proxy)
+        .with_facts(facts::local(config.tunnel.as_str()));
+    agent.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn env_either(upper: &str, lower: &str) -> Option<String> {
+    std::env::var(upper)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| std::env::var(lower).ok())
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Completes on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,258 @@
+//! The agent's configuration: what `agent.toml` may say, with defaults, validation and
+//! the local allow-list.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{AgentError, Result};
+
+/// Default state directory (systemd `StateDirectory=adit-agent`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/adit-agent";
+/// The target allowed when neither the configuration nor flags name any.
+pub const DEFAULT_ALLOW: &str = "127.0.0.1:22";
+/// Default cap of the reconnect backoff.
+pub const DEFAULT_RECONNECT_MAX_SECS: u64 = 30;
+
+/// How the agent keeps its tunnel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunnelMode {
+    /// Always connected.
+    #[default]
+    Persistent,
+    /// Connected only when the server asks (not implemented yet).
+    OnDemand,
+}
+
+impl TunnelMode {
+    /// The name used in the configuration and in node facts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Persistent => "persistent",
+            Self::OnDemand => "on-demand",
+        }
+    }
+}
+
+/// The agent's configuration (`agent.toml`). Every field is optional in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Server URL (`https://host[:port]`); defaults to the one recorded at enrolment.
+    pub server_url: Option<String>,
+    /// Where the node key, certificates and `node.json` live.
+    pub state_dir: PathBuf,
+    /// Local targets (`host:port`) streams may connect to. Empty means
+    /// [`DEFAULT_ALLOW`]; see [`AgentConfig::allow_list`].
+    pub allow: Vec<String>,
+    /// Tunnel mode; only `persistent` is supported today.
+    pub tunnel: TunnelMode,
+    /// Upper bound of the delay between reconnect attempts, in seconds.
+    pub reconnect_max_secs: u64,
+    /// Log filter (`tracing` env-filter syntax), e.g. `info` or `adit_agent=debug`.
+    pub log: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            server_url: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            allow: Vec::new(),
+            tunnel: TunnelMode::Persistent,
+            reconnect_max_secs: DEFAULT_RECONNECT_MAX_SECS,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Parses a TOML document and validates it. Unknown keys are refused by name.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| AgentError::Config(vec![e.to_string().trim_end().to_owned()]))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value and reports all problems at once, each with its key.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.server_url {
+            if let Err(e) = crate::server::ServerUrl::parse(url) {
+                problems.push(format!("server_url: {e}"));
+            }
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            problems.push("state_dir: must not be empty".to_owned());
+        }
+        for (i, entry) in self.allow.iter().enumerate() {
+            if let Err(e) = Target::parse(entry) {
+                problems.push(format!("allow[{i}]: {e}"));
+            }
+        }
+        if self.tunnel == TunnelMode::OnDemand {
+            problems
+                .push("tunnel: \"on-demand\" is not supported yet; use \"persistent\"".to_owned());
+        }
+        if self.reconnect_max_secs == 0 || self.reconnect_max_secs > 3600 {
+            problems.push(format!(
+                "reconnect_max_secs: {} is out of range; use 1 to 3600",
+                self.reconnect_max_secs
+            ));
+        }
+        if self.log.trim().is_empty() {
+            problems.push("log: must not be empty (e.g. \"info\")".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(AgentError::Config(problems))
+        }
+    }
+
+    /// The effective allow-list: the configured targets, or [`DEFAULT_ALLOW`] if none.
+    pub fn allow_list(&self) -> Result<AllowList> {
+        let entries: Vec<&str> = if self.allow.is_empty() {
+            vec![DEFAULT_ALLOW]
+        } else {
+            self.allow.iter().map(String::as_str).collect()
+        };
+        let mut problems = Vec::new();
+        let mut targets = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            match Target::parse(entry) {
+                Ok(t) => targets.push(t),
+                Err(e) => problems.push(format!("allow[{i}]: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(AllowList(targets))
+        } else {
+            Err(AgentError::Config(problems))
+        }
+    }
+
+    /// [`AgentConfig::reconnect_max_secs`] as a duration.
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_secs(self.reconnect_max_secs.max(1))
+    }
+}
+
+// === impl Target ===
+
+/// A normalised `host:port`: `localhost` becomes `127.0.0.1`, names are lowercased, IP
+/// addresses are written canonically (IPv6 in brackets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    /// Parses and normalises `host:port`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Self::from_parts(addr.ip().to_string(), addr.port());
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port (e.g. \"127.0.0.1:22\")"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?} has an invalid port {port:?}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Self::from_parts(ip.to_string(), port);
+        }
+        if host.is_empty()
+            || host.len() > 253
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(format!("{s:?} does not have a valid host name"));
+        }
+        let host = host.to_ascii_lowercase();
+        let host = if host == "localhost" {
+            "127.0.0.1".to_owned()
+        } else {
+            host
+        };
+        Self::from_parts(host, port)
+    }
+
+    fn from_parts(host: String, port: u16) -> Result<Self, String> {
+        if port == 0 {
+            return Err(format!("{host}:0 has port 0"));
+        }
+        Ok(Self { host, port })
+    }
+
+    /// Host name or IP address (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+// === impl AllowList ===
+
+/// The local targets this agent connects streams to, whatever a grant says: a
+/// compromised proxy or control plane cannot reach anything else on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList(Vec<Target>);
+
+impl AllowList {
+    /// An allow-list of exactly these targets.
+    pub fn new(targets: Vec<Target>) -> Self {
+        Self(targets)
+    }
+
+    /// Whether `target` (normalised) is allowed.
+    pub fn allows(&self, target: &Target) -> bool {
+        self.0.contains(target)
+    }
+
+    /// The allowed targets.
+    pub fn targets(&self) -> &[Target] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_normalise() {
+        let t = |s: &str| Target::parse(s).unwrap().to_string();
+        assert_eq!(t("localhost:22"), "127.0.0.1:22");
+        assert_eq!(t("LocalHost:22"), "127.0.0.1:22");
+        assert_eq!(t("[::1]:8080"), "[::1]:8080");
+        assert_eq!(t("Printer.LAN:631"), "printer.lan:631");
+        assert!(Target::parse("127.0.0.1").is_err());
+        assert!(Target::parse("127.0.0.1:0").is_err());
+        assert!(Target::parse("a b:22").is_err());
+        assert!(Target::parse("host:99999").is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! Whether a stream the server opens may proceed: the control plane's grant and the
+//! agent's own allow-list must both agree.
+
+use adit_api::kinds;
+use adit_pki::{GrantClaims, JwtErrorKind, AUD_GRANT};
+use adit_proto::{reset_code, OpenHeader};
+
+use crate::config::{AllowList, Target};
+use crate::state::Credentials;
+
+/// Why a stream was refused; sent to the server as the RESET reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Denial {
+    /// RESET code (see [`adit_proto::reset_code`]).
+    pub code: u32,
+    pub reason: String,
+}
+
+impl Denial {
+    fn denied(reason: impl Into<String>) -> Self {
+        Self {
+            code: reset_code::DENIED,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An authorized stream: the verified grant and the local target to connect to.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub claims: GrantClaims,
+    pub target: Target,
+}
+
+/// Checks an `OPEN` header: the kind is supported, the grant is signed by a grant key of
+/// the control plane, unexpired, for this node, tenant, kind and target, and the target
+/// is in the local allow-list.
+pub fn authorize(
+    header: &OpenHeader,
+    creds: &Credentials,
+    allow: &AllowList,
+) -> Result<Authorized, Denial> {
+    if header.kind != kinds::TCP {
+        return Err(Denial::denied(format!(
+            "unsupported stream kind {:?}",
+            truncate(&header.kind)
+        )));
+    }
+    if header.grant.is_empty() {
+        return Err(Denial::denied("grant missing"));
+    }
+    let token = std::str::from_utf8(&header.grant)
+        .map_err(|_| Denial::denied("grant rejected (malformed)"))?;
+    let claims: GrantClaims = creds.jwks.verify(token, AUD_GRANT).map_err(|e| {
+        let why = match e.jwt_kind() {
+            Some(JwtErrorKind::Expired) => "expired".to_owned(),
+            Some(kind) => kind.to_string(),
+            None => "invalid".to_owned(),
+        };
+        Denial::denied(format!("grant rejected ({why})"))
+    })?;
+    if claims.sub != creds.node.node_id {
+        return Err(Denial::denied("grant is for another node"));
+    }
+    if claims.ten != creds.node.tenant_id {
+        return Err(Denial::denied("grant is for another tenant"));
+    }
+    if claims.knd != header.kind {
+        return Err(Denial::denied("grant is for another stream kind"));
+    }
+    if claims.tgt != header.target {
+        return Err(Denial::denied("grant is for another target"));
+    }
+    let target = Target::parse(&header.target)
+        .map_err(|e| Denial::denied(format!("invalid target: {e}")))?;
+    if !allow.allows(&target) {
+        return Err(Denial::denied(format!(
+            "target {target} is not in this agent's allow-list"
+        )));
+    }
+    Ok(Authorized { claims, target })
+}
+
+/// Peer-supplied strings are shortened before they go into logs and reasons.
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}

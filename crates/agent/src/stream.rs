@@ -1,0 +1,81 @@
+//! One stream from the server: authorize it, connect the local target, splice bytes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adit_proto::{reset_code, OpenHeader};
+use adit_tunnel::Stream;
+use tokio::net::TcpStream;
+
+use crate::config::AllowList;
+use crate::policy::{self, Authorized};
+use crate::state::Credentials;
+
+/// Timeout of the TCP connect to a local target.
+pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves one accepted stream to completion. Refusals and failures reset the stream
+/// with a reason; nothing here can fail the tunnel.
+pub async fn handle(
+    mut stream: Stream,
+    header: OpenHeader,
+    creds: Arc<Credentials>,
+    allow: Arc<AllowList>,
+) {
+    let Authorized { claims, target } = match policy::authorize(&header, &creds, &allow) {
+        Ok(a) => a,
+        Err(denial) => {
+            tracing::warn!(stream = %stream.id(), reason = %denial.reason, "stream refused");
+            stream.reset(denial.code, &denial.reason);
+            return;
+        }
+    };
+    let started = Instant::now();
+    let addr = (target.host(), target.port());
+    let mut tcp = match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            let reason = format!("cannot connect to {target}: {e}");
+            tracing::warn!(jti = %claims.jti, usr = %claims.usr, %target, error = %e, "target unreachable");
+            stream.reset(reset_code::UNREACHABLE, &reason);
+            return;
+        }
+        Err(_) => {
+            let reason = format!(
+                "connecting to {target} timed out after {}s",
+                TARGET_CONNECT_TIMEOUT.as_secs()
+            );
+            tracing::warn!(jti = %claims.jti, usr = %claims.usr, %target, "target connect timed out");
+            stream.reset(reset_code::UNREACHABLE, &reason);
+            return;
+        }
+    };
+    // Interactive protocols (ssh) must not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+    tracing::info!(jti = %claims.jti, usr = %claims.usr, %target, "stream connected");
+
+    // Copies both ways; when one side ends, the other side's write half is shut down,
+    // so half-close crosses the tunnel in both directions.
+    match tokio::io::copy_bidirectional(&mut stream, &mut tcp).await {
+        Ok((to_target, from_target)) => {
+            tracing::info!(
+                jti = %claims.jti, usr = %claims.usr, %target,
+                bytes_to_target = to_target, bytes_from_target = from_target,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "stream closed"
+            );
+        }
+        Err(e) => {
+            tracing::info!(
+                jti = %claims.jti, usr = %claims.usr, %target, error = %e,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "stream ended with an error"
+            );
+            stream.reset(
+                reset_code::CANCEL,
+                &format!("stream to {target} failed: {e}"),
+            );
+        }
+    }
+}
