@@ -1,1 +1,5 @@
-fn main() {}
+//! The `adit` binary: everything lives in the `adit_cli` library.
+
+fn main() -> std::process::ExitCode {
+    adit_cli::main()
+}

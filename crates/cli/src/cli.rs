@@ -1,0 +1,375 @@
+//! The command line: every command, flag and argument parser.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// Suffix that marks node names in ssh host names (`ssh pi@kiosk-7.adit`).
+pub const NODE_SUFFIX: &str = ".adit";
+
+/// Secure remote access to edge devices through an Adit server.
+#[derive(Debug, Parser)]
+#[command(name = "adit", version, propagate_version = true)]
+pub struct Cli {
+    /// How to print listings.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Server URL (https://host:port); overrides the one saved by `adit login`.
+    #[arg(long, global = true, env = "ADIT_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in to a server and save the access token in the profile.
+    Login(LoginArgs),
+    /// Delete the saved login.
+    Logout,
+    /// Show the saved login, its expiry and your roles.
+    Status,
+    /// Join tokens that let devices enrol.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Enrolled devices.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Open an ssh session to a node with the system `ssh`.
+    ///
+    /// Example: `adit ssh pi@kiosk-7 -p 2222 -- uname -a`
+    Ssh(SshArgs),
+    /// Forward a local TCP port to a host:port reachable from a node (like `ssh -L`).
+    ///
+    /// Example: `adit forward kiosk-7 8080:127.0.0.1:80`, then open http://127.0.0.1:8080.
+    Forward(ForwardArgs),
+    /// Copy stdin/stdout to one TCP connection on a node (an ssh ProxyCommand).
+    ProxyStdio(ProxyStdioArgs),
+    /// Print configuration for other tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `adit completions bash > /etc/bash_completion.d/adit`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Inspect JSON Web Tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(long, short = 'u')]
+    pub user: String,
+    /// Tenant; may be omitted when the user name is unique on the server.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Trust the server whose CA certificate has this SHA-256 (printed by adit-server at start).
+    #[arg(long, value_name = "sha256:HEX", conflicts_with = "ca_file")]
+    pub ca_pin: Option<adit_pki::CaPin>,
+    /// Trust the server's CA certificate from this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a join token; prints only the token on stdout, details on stderr.
+    ///
+    /// Example: `adit-agent join "$(adit tokens create --ttl 30m --label site=lab)"`
+    Create(TokensCreateArgs),
+    /// List join tokens.
+    #[command(alias = "list")]
+    Ls,
+    /// Revoke a join token.
+    Revoke {
+        /// Token id (from `adit tokens ls`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokensCreateArgs {
+    /// How long the token is valid (e.g. 30m, 1h, 2d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+    /// How many enrolments it allows (0 = unlimited).
+    #[arg(long)]
+    pub uses: Option<u32>,
+    /// Label given to nodes that enrol with it (repeatable).
+    #[arg(long = "label", value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List nodes.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one node (by name or id).
+    Show {
+        #[arg(value_parser = parse_node)]
+        node: String,
+    },
+    /// Revoke a node: drops its tunnel at once and refuses certificate renewal.
+    Revoke {
+        #[arg(value_parser = parse_node)]
+        node: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// [USER@]NODE (a trailing `.adit` is accepted).
+    #[arg(value_name = "[USER@]NODE")]
+    pub destination: String,
+    /// Port of sshd on the node.
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Identity file passed to ssh (repeatable).
+    #[arg(short = 'i', value_name = "IDENTITY")]
+    pub identities: Vec<PathBuf>,
+    /// Option passed to ssh as `-o OPTION` (repeatable).
+    #[arg(short = 'o', value_name = "OPTION")]
+    pub options: Vec<String>,
+    /// Remote command, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl SshArgs {
+    /// The user (if any) and node name of the destination.
+    pub fn user_and_node(&self) -> Result<(Option<&str>, String), String> {
+        let (user, node) = match self.destination.rsplit_once('@') {
+            Some((user, node)) if !user.is_empty() => (Some(user), node),
+            Some(_) => return Err("empty user name before `@`".into()),
+            None => (None, self.destination.as_str()),
+        };
+        Ok((user, parse_node(node)?))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Node name or id.
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// [BIND:]PORT:HOST:HOSTPORT, as `ssh -L` (PORT 0 picks a free port).
+    #[arg(value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+    pub spec: ForwardSpec,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyStdioArgs {
+    /// Node name or id (a trailing `.adit` is stripped, so `%h` works).
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// TCP port on the node's loopback.
+    pub port: u16,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print an ssh_config block so plain ssh, scp, rsync and Ansible reach `NODE.adit`.
+    ///
+    /// Install it with `adit config ssh >> ~/.ssh/config`, then `ssh pi@kiosk-7.adit`, `scp file pi@kiosk-7.adit:`, `rsync -a dir/ pi@kiosk-7.adit:dir/`
+    /// and Ansible inventories with `kiosk-7.adit` hosts go through the Adit server.
+    Ssh,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a JWT's header and claims (without verifying the signature).
+    ///
+    /// Without JWT, decodes the saved access token.
+    Decode {
+        /// The token; `-` reads it from stdin.
+        jwt: Option<String>,
+    },
+}
+
+// === argument parsers ===
+
+/// Parses a duration such as `30m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; use a duration such as 30m, 1h or 2d"))
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+/// Parses a node name or id, stripping a trailing `.adit` (so ssh's `%h` works).
+pub fn parse_node(s: &str) -> Result<String, String> {
+    let node = strip_node_suffix(s);
+    if node.is_empty() {
+        return Err("node name is empty".into());
+    }
+    if let Some(c) = node
+        .chars()
+        .find(|c| *c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "node name `{node}` contains {c:?}, which no node name has"
+        ));
+    }
+    Ok(node.to_owned())
+}
+
+/// `kiosk-7.adit` → `kiosk-7` (case-insensitive suffix); other names unchanged.
+pub fn strip_node_suffix(s: &str) -> &str {
+    let s = s.trim_end_matches('.');
+    let cut = s.len().saturating_sub(NODE_SUFFIX.len());
+    match s.get(cut..) {
+        Some(tail) if cut > 0 && tail.eq_ignore_ascii_case(NODE_SUFFIX) => &s[..cut],
+        _ => s,
+    }
+}
+
+// === impl ForwardSpec ===
+
+/// A local forward, `[BIND:]PORT:HOST:HOSTPORT` as in `ssh -L`. IPv6 addresses
+/// go in brackets: `[::1]:8080:[fd00::2]:80`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSpec {
+    /// Local address to listen on (default `127.0.0.1`).
+    pub bind: String,
+    /// Local port; 0 lets the system pick one.
+    pub port: u16,
+    /// Host to connect to, as seen from the node.
+    pub host: String,
+    pub host_port: u16,
+}
+
+impl FromStr for ForwardSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const FORM: &str = "expected [BIND:]PORT:HOST:HOSTPORT, e.g. 8080:127.0.0.1:80";
+        let parts =
+            split_colons(s).ok_or_else(|| format!("unbalanced brackets in `{s}`; {FORM}"))?;
+        let (bind, port, host, host_port) = match parts.as_slice() {
+            [port, host, host_port] => ("127.0.0.1", *port, *host, *host_port),
+            [bind, port, host, host_port] => (*bind, *port, *host, *host_port),
+            _ => {
+                return Err(format!(
+                    "`{s}` has {} colon-separated parts; {FORM} (put IPv6 addresses in brackets)",
+                    parts.len()
+                ))
+            }
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("local port `{port}` is not a number from 0 to 65535; {FORM}"))?;
+        let host_port: u16 = match host_port.parse() {
+            Ok(0) | Err(_) => {
+                return Err(format!(
+                    "remote port `{host_port}` is not a number from 1 to 65535; {FORM}"
+                ))
+            }
+            Ok(p) => p,
+        };
+        let unbracket = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let bind = unbracket(bind);
+        let host = unbracket(host);
+        if bind.is_empty() {
+            return Err(format!("bind address is empty; {FORM}"));
+        }
+        if host.is_empty() {
+            return Err(format!("remote host is empty; {FORM}"));
+        }
+        Ok(Self {
+            bind,
+            port,
+            host,
+            host_port,
+        })
+    }
+}
+
+impl fmt::Display for ForwardSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            host_port(&self.bind, self.port),
+            bracket(&self.host),
+            self.host_port
+        )
+    }
+}
+
+/// Splits on `:` outside `[...]`; `None` when brackets do not balance.
+fn split_colons(s: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut depth = 0u32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.checked_sub(1)?,
+            ':' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return None;
+    }
+    parts.push(&s[start..]);
+    Some(parts)
+}
+
+/// `host:port`, with IPv6 literals in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracket(host))
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn suffix_stripping() {
+        assert_eq!(strip_node_suffix("kiosk.adit"), "kiosk");
+        assert_eq!(strip_node_suffix("kiosk.ADIT."), "kiosk");
+        assert_eq!(strip_node_suffix("kiosk"), "kiosk");
+        assert_eq!(strip_node_suffix(".adit"), ".adit");
+        assert_eq!(strip_node_suffix("a.adit.adit"), "a.adit");
+    }
+}

@@ -1,0 +1,71 @@
+//! `adit`, the operator CLI of Adit: log in to a server, manage join tokens and
+//! nodes, and reach devices through the server with plain OpenSSH
+//! (`adit ssh`, `adit config ssh`, `adit proxy-stdio`) or local port forwards
+//! (`adit forward`).
+//!
+//! Layout: [`cli`] declares the command line, [`environment`] is the one place
+//! that reads the process environment, [`profile`] stores the login,
+//! [`client`] talks to the HTTP API, [`tunnel`] dials `adit/1` tunnels and
+//! opens streams, [`output`] renders tables and JSON, and [`commands`] holds
+//! one module per command family.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod environment;
+pub mod error;
+pub mod output;
+pub mod profile;
+pub mod tunnel;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Runs the CLI with the process's arguments and environment; returns the
+/// exit status (0 ok, 1 failure, 2 usage error, 3 not logged in).
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap exits 2 on usage errors and 0 for --help / --version.
+        Err(e) => e.exit(),
+    };
+    let env = environment::Env::from_process();
+    init_tracing(env.log_filter.as_deref());
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(commands::run(cli, env));
+    // A blocking read of stdin (proxy-stdio) may still be parked in tokio's
+    // blocking pool; it must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            error::report(&err);
+            ExitCode::from(error::exit_code(&err))
+        }
+    }
+}
+
+fn init_tracing(filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Logs go to stderr: stdout may be carrying the ssh protocol.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
