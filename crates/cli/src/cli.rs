@@ -88,7 +88,7 @@ pub struct LoginArgs {
 pub enum TokensCommand {
     /// Create a join token; prints only the token on stdout, details on stderr.
     ///
-    /// Example: `adit-agent join "$(adit tokens create --ttl 30m --label site=lab)"`
+    /// Example: `adit-agent enroll --server URL --token "$(adit tokens create --ttl 30m --label site=lab)"`
     Create(TokensCreateArgs),
     /// List join tokens.
     #[command(alias = "list")]

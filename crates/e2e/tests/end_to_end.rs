@@ -22,6 +22,15 @@ fn start_agent(home: &Path, server: &Server, state: &Path, allow: &[String]) -> 
     Proc::spawn(cmd).expect("agent starts")
 }
 
+fn signal(p: &Proc, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(p.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 fn ssh(sshd: &Sshd, home: &Path, node: &str, command: &str) -> std::process::Output {
     Command::new("ssh")
         .args(sshd.ssh_opts(home))
@@ -205,13 +214,18 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     drop(fwd);
 
     // Restart the server on the same data dir: offline, then online again.
+    // The agent is paused meanwhile so that the offline state is observable
+    // before it reconnects.
+    signal(&agent, "STOP");
     server.proc.kill();
     let mut server = Server::start(&data, port).unwrap();
     let seen_offline = node_status(&home, "dev1");
+    signal(&agent, "CONT");
     assert_eq!(
         seen_offline.as_deref(),
         Some("offline"),
-        "right after restart"
+        "right after restart; server log:\n{}",
+        server.proc.output_so_far()
     );
     assert_eq!(
         wait_for(Duration::from_secs(30), || (node_status(&home, "dev1")

@@ -98,6 +98,7 @@ fn start(args: StartArgs) -> Result<()> {
             tracing_subscriber::EnvFilter::try_new(&filter).context("invalid log filter")?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let defaults = Settings::default();

@@ -56,12 +56,13 @@ impl TunnelRegistry {
         self.lock().contains_key(node_id)
     }
 
-    /// Closes the node's tunnel at once (revocation).
+    /// Closes the node's tunnel at once (revocation). The entry goes away
+    /// when the tunnel's task ends, which also marks the node offline.
     pub fn disconnect(&self, node_id: &str, code: u32, reason: &str) -> bool {
-        let entry = self.lock().remove(node_id);
-        match entry {
-            Some(e) => {
-                e.tunnel.close(code, reason);
+        let tunnel = self.get(node_id);
+        match tunnel {
+            Some(t) => {
+                t.close(code, reason);
                 true
             }
             None => false,

@@ -50,7 +50,8 @@ async fn create(ctx: &Ctx, args: TokensCreateArgs) -> Result<u8> {
         format_labels(&created.labels)
     );
     eprintln!(
-        "enrol a device with: adit-agent join <token>  (shown once; it is not stored in clear)"
+        "enrol a device with: adit-agent enroll --server {} --token <token>  (shown once; it is not stored in clear)",
+        api.server()
     );
     Ok(0)
 }
