@@ -280,7 +280,9 @@ impl Frame {
         let max = match kind {
             FrameType::Data | FrameType::Control => max_payload.min(MAX_PAYLOAD_LIMIT),
             FrameType::Open => (4 + MAX_KIND_LEN + MAX_TARGET_LEN + MAX_GRANT_LEN) as u32,
-            FrameType::Reset | FrameType::GoAway => (10 + MAX_REASON_LEN) as u32,
+            // code (4) + reason length (2) + reason; GOAWAY adds last stream (4).
+            FrameType::Reset => (6 + MAX_REASON_LEN) as u32,
+            FrameType::GoAway => (10 + MAX_REASON_LEN) as u32,
             FrameType::Hello => HELLO_LEN,
             _ => 8,
         };
@@ -556,6 +558,23 @@ mod tests {
         assert!(matches!(
             Frame::decode(&mut buf, 1024),
             Err(FrameError::UnexpectedStreamZero(FrameType::Data))
+        ));
+    }
+
+    #[test]
+    fn reason_longer_than_the_limit_is_refused() {
+        // Found by fuzzing: a RESET carrying a 1025-byte reason must not decode,
+        // since it could never be re-encoded as received.
+        let reason = vec![b'x'; MAX_REASON_LEN + 1];
+        let mut out = vec![4u8, 0, 0, 0, 0, 1];
+        out.extend_from_slice(&((6 + reason.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&7u32.to_be_bytes());
+        out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+        out.extend_from_slice(&reason);
+        let mut buf = BytesMut::from(&out[..]);
+        assert!(matches!(
+            Frame::decode(&mut buf, 1 << 20),
+            Err(FrameError::TooLarge { .. })
         ));
     }
 
