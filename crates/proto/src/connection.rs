@@ -257,6 +257,10 @@ pub struct Connection {
     ping_seq: u64,
     outstanding_ping: Option<(u64, Instant)>,
     srtt: Option<Duration>,
+    /// Lowest RTT seen: the path's delay without queueing, which is what
+    /// window growth must follow (a smoothed RTT inflates under load and
+    /// would grow windows, and so queues, without end).
+    min_rtt: Option<Duration>,
 
     stats: Stats,
 }
@@ -303,6 +307,7 @@ impl Connection {
             ping_seq: 0,
             outstanding_ping: None,
             srtt: None,
+            min_rtt: None,
             stats: Stats::default(),
             config,
         }
@@ -321,6 +326,11 @@ impl Connection {
     /// Smoothed round-trip time, once a ping was answered.
     pub fn rtt(&self) -> Option<Duration> {
         self.srtt
+    }
+
+    /// Lowest round-trip time seen.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
     }
 
     /// Counters.
@@ -447,6 +457,7 @@ impl Connection {
                             None => sample,
                             Some(s) => (s * 7 + sample) / 8,
                         });
+                        self.min_rtt = Some(self.min_rtt.map_or(sample, |m| m.min(sample)));
                         self.events.push_back(Event::Rtt(sample));
                     }
                 }
@@ -1065,7 +1076,7 @@ impl Connection {
 
     fn maybe_stream_credit(&mut self, id: StreamId) {
         let now = self.now;
-        let srtt = self.srtt;
+        let min_rtt = self.min_rtt;
         let max_window = self.config.max_stream_window;
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -1074,7 +1085,7 @@ impl Connection {
         if r.state != RecvState::Open || r.granted - r.consumed >= r.window / 2 {
             return;
         }
-        r.window = grow_window(r.window, max_window, &mut r.window_epoch, now, srtt);
+        r.window = grow_window(r.window, max_window, &mut r.window_epoch, now, min_rtt);
         r.granted = r.consumed + r.window;
         self.control.push_back(Frame::Credit {
             stream: id,
@@ -1097,7 +1108,7 @@ impl Connection {
             self.config.max_connection_window,
             &mut self.conn_window_epoch,
             self.now,
-            self.srtt,
+            self.min_rtt,
         );
         self.conn_granted = self.conn_consumed + self.conn_window;
         self.control.push_back(Frame::Credit {
@@ -1216,8 +1227,9 @@ impl Connection {
     }
 }
 
-/// Doubles a receive window when it was consumed within a few round trips
-/// (the path's bandwidth × delay exceeds it), up to `max`.
+/// Doubles a receive window when half of it was consumed within four round
+/// trips, i.e. while it is below about eight times the path's bandwidth ×
+/// delay, up to `max`.
 fn grow_window(
     window: u64,
     max: u64,

@@ -70,7 +70,7 @@ async fn handle_connection(
     shutdown: CancellationToken,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let _ = tcp.set_nodelay(true);
+    adit_tunnel::tune_socket(&tcp);
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

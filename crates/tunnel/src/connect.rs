@@ -739,6 +739,7 @@ pub async fn dial(
         stream
             .set_nodelay(true)
             .map_err(|source| DialError::Connect { target, source })?;
+        crate::tune_socket(&stream);
         return Ok(stream);
     };
 
@@ -778,6 +779,7 @@ pub async fn dial(
         Ok(Err(failure)) => Err(failure.into_dial_error(proxy, target)),
         Ok(Ok(())) => {
             tracing::debug!(%target, proxy = %proxy_addr, "HTTP proxy tunnel established");
+            crate::tune_socket(&stream);
             Ok(stream)
         }
     }

@@ -27,6 +27,8 @@ use tokio::time::{Instant, Sleep};
 const TRANSMIT_CHUNK: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes the driver moves per poll before yielding to other tasks.
+const POLL_BUDGET: usize = 128 * 1024;
 
 /// Why the tunnel ended, as seen by handles.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -526,10 +528,11 @@ pub struct Driver<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
-    /// Reads what the transport has; returns whether anything arrived.
-    fn poll_input(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
-        let mut progress = false;
-        for _ in 0..16 {
+    /// Reads what the transport has, up to about `budget` bytes; returns how
+    /// many arrived (an end of stream counts as one).
+    fn poll_input(&mut self, cx: &mut Context<'_>, budget: usize) -> io::Result<usize> {
+        let mut progress = 0;
+        while progress < budget {
             if self.read_closed {
                 break;
             }
@@ -546,10 +549,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                         "the peer closed the transport in the middle of a frame"
                     };
                     inner.mark_closed(reason.to_string());
-                    return Ok(true);
+                    return Ok(progress + 1);
                 }
-                Poll::Ready(Ok(_)) => {
-                    progress = true;
+                Poll::Ready(Ok(n)) => {
+                    progress += n;
                     let mut inner = self.shared.lock();
                     if let Err(e) = inner.conn.handle_input(&mut self.read_buf, now()) {
                         tracing::debug!(error = %e, "protocol error from peer");
@@ -563,10 +566,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         Ok(progress)
     }
 
-    /// Writes queued frames; returns whether anything was written.
-    fn poll_output(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
-        let mut progress = false;
-        loop {
+    /// Writes queued frames, up to about `budget` bytes; returns how many
+    /// were written.
+    fn poll_output(&mut self, cx: &mut Context<'_>, budget: usize) -> io::Result<usize> {
+        let mut progress = 0;
+        while progress < budget {
             if self.out_pos == self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
@@ -586,7 +590,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 Poll::Ready(Ok(n)) => {
                     self.out_pos += n;
                     self.needs_flush = true;
-                    progress = true;
+                    progress += n;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => return Ok(progress),
@@ -639,21 +643,26 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
             let mut inner = this.shared.lock();
             inner.wakers.driver = Some(cx.waker().clone());
         }
-        for _ in 0..32 {
-            let input = match this.poll_input(cx) {
+        // Bytes moved in this poll: past the budget the driver yields, so
+        // that on a busy runtime the tasks feeding and draining streams (and
+        // interactive ones most of all) get their turn.
+        let mut moved = 0;
+        while moved < POLL_BUDGET {
+            let input = match this.poll_input(cx, POLL_BUDGET - moved) {
                 Ok(p) => p,
                 Err(e) => {
                     this.fail(&e);
                     return Poll::Ready(Err(e));
                 }
             };
-            let output = match this.poll_output(cx) {
+            let output = match this.poll_output(cx, POLL_BUDGET - moved) {
                 Ok(p) => p,
                 Err(e) => {
                     this.fail(&e);
                     return Poll::Ready(Err(e));
                 }
             };
+            moved += input + output;
             this.poll_timer(cx);
             let (closed, conn_closed) = {
                 let inner = this.shared.lock();
@@ -673,7 +682,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                 // The transport ended first; nothing more can be sent.
                 return Poll::Ready(Ok(()));
             }
-            if !input && !output {
+            if input == 0 && output == 0 {
                 return Poll::Pending;
             }
         }
