@@ -794,11 +794,28 @@ impl Connection {
     /// streams, then bulk streams in round-robin, each within its credit.
     /// Returns true if anything was written.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>, max_bytes: usize) -> bool {
+        self.transmit_into(now, out, max_bytes)
+    }
+
+    /// Like [`Connection::poll_transmit`], but DATA payloads are handed out
+    /// as the buffers the application wrote (no copy), for vectored writes.
+    pub fn poll_transmit_segments(
+        &mut self,
+        now: Instant,
+        out: &mut Segments,
+        max_bytes: usize,
+    ) -> bool {
+        let written = self.transmit_into(now, out, max_bytes);
+        out.seal();
+        written
+    }
+
+    fn transmit_into<S: FrameSink>(&mut self, now: Instant, out: &mut S, max_bytes: usize) -> bool {
         self.now = now;
-        let start = out.len();
-        while out.len() < max_bytes {
+        let start = out.byte_len();
+        while out.byte_len() < max_bytes {
             if let Some(frame) = self.control.pop_front() {
-                frame.encode(out);
+                out.frame(&frame);
                 self.stats.frames_out += 1;
                 continue;
             }
@@ -810,10 +827,10 @@ impl Connection {
             };
             self.transmit_chunk(id, out);
         }
-        out.len() > start
+        out.byte_len() > start
     }
 
-    fn transmit_chunk(&mut self, id: StreamId, out: &mut Vec<u8>) {
+    fn transmit_chunk<S: FrameSink>(&mut self, id: StreamId, out: &mut S) {
         let max_chunk = self
             .peer
             .map_or(0, |p| p.max_frame_payload)
@@ -839,18 +856,17 @@ impl Connection {
         } else {
             front.split_to(n)
         };
-        Frame::encode_data(id, &chunk, out);
+        out.data(id, chunk);
         self.stats.frames_out += 1;
         self.stats.bytes_out += n as u64;
         s.send.offset += n as u64;
         s.send.queued -= n;
         self.conn_sent += n as u64;
         if s.send.queue.is_empty() && s.send.state == SendState::Finishing {
-            Frame::Fin {
+            out.frame(&Frame::Fin {
                 stream: id,
                 offset: s.send.offset,
-            }
-            .encode(out);
+            });
             self.stats.frames_out += 1;
             s.send.state = SendState::Finished;
         }
@@ -1224,6 +1240,108 @@ impl Connection {
     pub fn pending_send_bytes(&self) -> usize {
         self.streams.values().map(|s| s.send.queued).sum::<usize>()
             + self.control.len() * HEADER_LEN
+    }
+}
+
+// === output sinks ===
+
+/// Where [`Connection`] writes the frames it sends.
+trait FrameSink {
+    fn byte_len(&self) -> usize;
+    fn frame(&mut self, frame: &Frame);
+    fn data(&mut self, stream: StreamId, payload: Bytes);
+}
+
+impl FrameSink for Vec<u8> {
+    fn byte_len(&self) -> usize {
+        self.len()
+    }
+
+    fn frame(&mut self, frame: &Frame) {
+        frame.encode(self);
+    }
+
+    fn data(&mut self, stream: StreamId, payload: Bytes) {
+        Frame::encode_data(stream, &payload, self);
+    }
+}
+
+/// Encoded frames as a list of buffers: headers and control frames are
+/// packed together, DATA payloads are the application's own buffers. Write
+/// them with one vectored write and [`Segments::advance`] by what was taken.
+#[derive(Debug, Default)]
+pub struct Segments {
+    scratch: Vec<u8>,
+    queue: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Segments {
+    /// Bytes not yet taken.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Fills `slices` with the first buffers; returns how many it filled.
+    pub fn io_slices<'a>(&'a self, slices: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, seg) in slices.iter_mut().zip(self.queue.iter()) {
+            *slot = std::io::IoSlice::new(seg);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes (they were written).
+    pub fn advance(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.queue.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                return;
+            }
+        }
+    }
+
+    /// Moves packed headers into the queue.
+    fn seal(&mut self) {
+        if !self.scratch.is_empty() {
+            self.queue
+                .push_back(Bytes::from(std::mem::take(&mut self.scratch)));
+        }
+    }
+}
+
+impl FrameSink for Segments {
+    fn byte_len(&self) -> usize {
+        self.len
+    }
+
+    fn frame(&mut self, frame: &Frame) {
+        let before = self.scratch.len();
+        frame.encode(&mut self.scratch);
+        self.len += self.scratch.len() - before;
+    }
+
+    fn data(&mut self, stream: StreamId, payload: Bytes) {
+        self.scratch
+            .extend_from_slice(&[crate::FrameType::Data as u8, 0]);
+        self.scratch.extend_from_slice(&stream.to_be_bytes());
+        self.scratch
+            .extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.len += HEADER_LEN + payload.len();
+        self.seal();
+        self.queue.push_back(payload);
     }
 }
 

@@ -17,6 +17,6 @@ pub mod error;
 pub mod frame;
 
 pub use config::{Config, ConfigError, ALPN, MAX_VERSION, MIN_VERSION};
-pub use connection::{Connection, Event, ReadOutcome, Side, Stats, MAX_CREDIT_OFFSET};
+pub use connection::{Connection, Event, ReadOutcome, Segments, Side, Stats, MAX_CREDIT_OFFSET};
 pub use error::{goaway_code, reset_code, CloseReason, OpenError, ProtocolError, StreamError};
 pub use frame::{Frame, FrameError, FrameType, Hello, OpenHeader, StreamId, MAX_PAYLOAD_LIMIT};

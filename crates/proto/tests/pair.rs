@@ -144,7 +144,32 @@ fn run(specs: Vec<StreamSpec>, link_bytes_per_step: usize, config: Config) {
         // Transmit: endpoint i writes to wire i (read by the other).
         for (i, ep) in eps.iter_mut().enumerate() {
             out.clear();
-            ep.conn.poll_transmit(now, &mut out, link_bytes_per_step);
+            if i == 0 {
+                ep.conn.poll_transmit(now, &mut out, link_bytes_per_step);
+            } else {
+                // The server side exercises the zero-copy output path, taking
+                // it in uneven pieces as a vectored writer would.
+                let mut segs = adit_proto::Segments::default();
+                ep.conn
+                    .poll_transmit_segments(now, &mut segs, link_bytes_per_step);
+                while !segs.is_empty() {
+                    let mut slices = [std::io::IoSlice::new(&[]); 3];
+                    let n = segs.io_slices(&mut slices);
+                    let mut budget = 5000;
+                    let mut took = 0;
+                    for slice in &slices[..n] {
+                        let part = &slice[..slice.len().min(budget)];
+                        out.extend_from_slice(part);
+                        took += part.len();
+                        budget -= part.len();
+                        if budget == 0 {
+                            break;
+                        }
+                    }
+                    assert!(took > 0, "segments are never empty");
+                    segs.advance(took);
+                }
+            }
             wires[i].extend_from_slice(&out);
         }
         for i in 0..2 {

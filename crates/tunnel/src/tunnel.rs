@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use adit_proto::{
-    Config, Connection, Event, OpenError, OpenHeader, ReadOutcome, Side, Stats, StreamError,
-    StreamId,
+    Config, Connection, Event, OpenError, OpenHeader, ReadOutcome, Segments, Side, Stats,
+    StreamError, StreamId,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,6 +25,8 @@ use tokio::time::{Instant, Sleep};
 /// Bytes pulled from the connection per transport write: small enough that an
 /// interactive frame never waits behind much bulk data inside our buffers.
 const TRANSMIT_CHUNK: usize = 64 * 1024;
+/// Buffers per vectored write.
+const MAX_IO_SLICES: usize = 64;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes the driver moves per poll before yielding to other tasks.
@@ -214,8 +216,7 @@ impl Tunnel {
             io,
             shared: shared.clone(),
             read_buf: BytesMut::new(),
-            out: Vec::with_capacity(TRANSMIT_CHUNK),
-            out_pos: 0,
+            out: Segments::default(),
             needs_flush: false,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             timer_deadline: None,
@@ -518,8 +519,7 @@ pub struct Driver<IO> {
     io: IO,
     shared: Arc<Shared>,
     read_buf: BytesMut,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Segments,
     needs_flush: bool,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<std::time::Instant>,
@@ -567,28 +567,29 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     /// Writes queued frames, up to about `budget` bytes; returns how many
-    /// were written.
+    /// were written. DATA payloads go to the transport as the buffers the
+    /// streams queued, in one vectored write, without another copy.
     fn poll_output(&mut self, cx: &mut Context<'_>, budget: usize) -> io::Result<usize> {
         let mut progress = 0;
         while progress < budget {
-            if self.out_pos == self.out.len() {
-                self.out.clear();
-                self.out_pos = 0;
+            if self.out.is_empty() {
                 let mut inner = self.shared.lock();
                 inner
                     .conn
-                    .poll_transmit(now(), &mut self.out, TRANSMIT_CHUNK);
+                    .poll_transmit_segments(now(), &mut self.out, TRANSMIT_CHUNK);
                 inner.process_events();
                 if self.out.is_empty() {
                     break;
                 }
             }
-            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_pos..]) {
+            let mut slices = [io::IoSlice::new(&[]); MAX_IO_SLICES];
+            let n = self.out.io_slices(&mut slices);
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => {
                     return Err(io::Error::new(io::ErrorKind::WriteZero, "transport closed"))
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.out_pos += n;
+                    self.out.advance(n);
                     self.needs_flush = true;
                     progress += n;
                 }
@@ -668,7 +669,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                 let inner = this.shared.lock();
                 (inner.closed.is_some(), inner.conn.is_closed())
             };
-            let flushed = this.out_pos == this.out.len() && !this.needs_flush;
+            let flushed = this.out.is_empty() && !this.needs_flush;
             if (conn_closed && flushed) || (closed && this.read_closed) {
                 if !this.shut_down {
                     match Pin::new(&mut this.io).poll_shutdown(cx) {
