@@ -34,6 +34,10 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy -j"$jobs" --workspace --all-targets -- -D warnings
 
+log "cargo deny check licenses bans sources (advisories need GitHub: see deny.toml)"
+cargo deny --version >/dev/null 2>&1 || cargo install cargo-deny --locked -j"$jobs"
+cargo deny check licenses bans sources
+
 log "build binaries"
 cargo build -j"$jobs" --workspace --bins
 

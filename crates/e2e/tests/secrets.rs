@@ -96,7 +96,10 @@ fn jwt_shaped(text: &str) -> Vec<String> {
     while let Some(pos) = text[from..].find("eyJ") {
         let start = from + pos;
         // Only at the start of a base64url run.
-        let prev_ok = text[..start].chars().next_back().is_none_or(|c| !is_b64url(c));
+        let prev_ok = text[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_b64url(c));
         let rest = &text[start..];
         let end = rest
             .char_indices()
@@ -104,7 +107,11 @@ fn jwt_shaped(text: &str) -> Vec<String> {
             .map_or(rest.len(), |(i, _)| i);
         let candidate = &rest[..end];
         let parts: Vec<&str> = candidate.split('.').collect();
-        if prev_ok && parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty()) && parts[2].len() >= 40 {
+        if prev_ok
+            && parts.len() >= 3
+            && parts[..3].iter().all(|p| !p.is_empty())
+            && parts[2].len() >= 40
+        {
             found.push(parts[..3].join("."));
         }
         from = start + 3;
@@ -162,7 +169,8 @@ fn scanner_finds_planted_secrets() {
                hRANCAAQplantedPLANTEDplantedPLANTEDplantedPLANTEDplantedPLANTED\n\
                shortline\n\
                -----END PRIVATE KEY-----\n";
-    let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQtb2YtYS1wbGFudGVkLWp3dC10b2tlbg";
+    let jwt =
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQtb2YtYS1wbGFudGVkLWp3dC10b2tlbg";
     let mut needles = key_needles("planted.key", key);
     assert_eq!(needles.len(), 2, "BEGIN/END and short lines are dropped");
     needles.push(needle("planted password", "hunter2-hunter2-hunter2"));
@@ -197,7 +205,9 @@ fn scanner_finds_planted_secrets() {
         }];
         let leaks = find_leaks(&dirty, &needles);
         assert!(
-            leaks.iter().any(|l| l.starts_with(what) && l.contains("fake.log, line 2")),
+            leaks
+                .iter()
+                .any(|l| l.starts_with(what) && l.contains("fake.log, line 2")),
             "{what} not found in {line:?}: {leaks:?}"
         );
     }
@@ -284,6 +294,7 @@ impl Captured {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
@@ -434,10 +445,15 @@ fn no_secret_reaches_any_log() {
 
     // The server, at debug.
     let mut cmd = Command::new(bin("adit-server"));
-    cmd.args(["start", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data)
-        .env("ADIT_BOOTSTRAP_ADMIN_PASSWORD", &password)
-        .env("ADIT_LOG", "debug");
+    cmd.args([
+        "start",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(&data)
+    .env("ADIT_BOOTSTRAP_ADMIN_PASSWORD", &password)
+    .env("ADIT_LOG", "debug");
     let mut server = Captured::spawn("adit-server", cmd);
     let line = server.wait_line("CA fingerprint:", Duration::from_secs(30));
     let pin = line
@@ -493,9 +509,11 @@ fn no_secret_reaches_any_log() {
             .env_remove("https_proxy");
     };
     let mut cmd = Command::new(bin("adit-agent"));
-    cmd.args(["enroll", "--server", &url, "--token", &token, "--name", "dev1"])
-        .args(["--label", "site=lab", "--state-dir"])
-        .arg(&state);
+    cmd.args([
+        "enroll", "--server", &url, "--token", &token, "--name", "dev1",
+    ])
+    .args(["--label", "site=lab", "--state-dir"])
+    .arg(&state);
     agent_env(&mut cmd);
     let mut enroll = Captured::spawn("adit-agent enroll", cmd);
     let status = enroll.child.wait().expect("enroll exits");
@@ -562,11 +580,7 @@ fn no_secret_reaches_any_log() {
     }
 
     // ---- Where to look.
-    let mut haystacks = vec![
-        server.haystack(),
-        enroll.haystack(),
-        agent.haystack(),
-    ];
+    let mut haystacks = vec![server.haystack(), enroll.haystack(), agent.haystack()];
     haystacks.extend(cli.outputs.iter().cloned());
     let logs: Vec<PathBuf> = [&data, &state]
         .iter()
@@ -601,6 +615,22 @@ fn no_secret_reaches_any_log() {
         "the agent did not log at debug:\n{}",
         agent.text()
     );
+
+    let scanned: usize = haystacks.iter().map(|h| h.text.len()).sum();
+    eprintln!(
+        "scanned {scanned} bytes from {} sources for {} secrets",
+        haystacks.len(),
+        needles.len()
+    );
+    // ADIT_SECRETS_DUMP=DIR keeps what was scanned, to read it by eye.
+    if let Some(dir) = std::env::var_os("ADIT_SECRETS_DUMP") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, h) in haystacks.iter().enumerate() {
+            let text = format!("# {}\n{}", h.source, h.text);
+            std::fs::write(dir.join(format!("{i:02}.txt")), text).unwrap();
+        }
+    }
 
     let leaks = find_leaks(&haystacks, &needles);
     assert!(
