@@ -174,8 +174,13 @@ fn env_either(upper: &str, lower: &str) -> Option<String> {
         .or_else(|| std::env::var(lower).ok())
 }
 
+/// `ADIT_LOG` (as for the server and the CLI), else `RUST_LOG`, else the
+/// config's `log` key.
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let filter = std::env::var("ADIT_LOG")
+        .map_err(|_| ())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).map_err(|_| ()))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
