@@ -33,7 +33,8 @@ struct EnrollArgs {
     /// Server URL, e.g. https://adit.example.com
     #[arg(long)]
     server: String,
-    /// Join token from `adit tokens create`.
+    /// Join token from `adit tokens create`. On shared hosts prefer the
+    /// ADIT_JOIN_TOKEN environment variable: other users can read command lines.
     #[arg(long, env = "ADIT_JOIN_TOKEN", hide_env_values = true)]
     token: String,
     /// Node name (default: the host name).
