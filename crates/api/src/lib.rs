@@ -41,6 +41,28 @@ pub mod paths {
     pub const NODE: &str = "/v1/nodes/{node}";
     /// `POST /v1/nodes/{node}/revoke` → [`super::NodeInfo`].
     pub const NODE_REVOKE: &str = "/v1/nodes/{node}/revoke";
+    /// `GET` → `Vec<`[`super::TenantInfo`]`>`; `POST` [`super::CreateTenantRequest`] →
+    /// [`super::CreatedTenant`]. Only for admins of the `default` tenant.
+    pub const TENANTS: &str = "/v1/tenants";
+    /// `GET` → `Vec<`[`super::UserInfo`]`>`; `POST` [`super::CreateUserRequest`] →
+    /// [`super::UserInfo`].
+    pub const USERS: &str = "/v1/users";
+    /// `DELETE /v1/users/{user}` (name or id).
+    pub const USER: &str = "/v1/users/{user}";
+    /// `POST /v1/users/{user}/password` [`super::SetPasswordRequest`] →
+    /// [`super::UserInfo`]: an admin resets anyone's; a user changes their own (with
+    /// `current`).
+    pub const USER_PASSWORD: &str = "/v1/users/{user}/password";
+    /// `GET` (`?user=NAME_OR_ID`) → `Vec<`[`super::RoleBindingInfo`]`>`; `POST`
+    /// [`super::BindRoleRequest`] → [`super::RoleBindingInfo`].
+    pub const ROLES: &str = "/v1/roles";
+    /// `DELETE /v1/roles/{id}` removes a binding.
+    pub const ROLE: &str = "/v1/roles/{id}";
+    /// `GET` with [`super::AuditQuery`] parameters → `Vec<`[`super::AuditEventInfo`]`>`.
+    pub const AUDIT: &str = "/v1/audit";
+    /// `GET` with [`super::AuditQuery`] parameters → JSON Lines
+    /// (`application/x-ndjson`), one [`super::AuditEventInfo`] per line.
+    pub const AUDIT_EXPORT: &str = "/v1/audit/export";
 }
 
 /// Stream kinds in `OPEN` headers.
@@ -238,4 +260,176 @@ impl ControlMessage {
     pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
+
+// === tenants, users, roles, audit ===
+
+/// The roles a binding may grant; the set is fixed.
+pub const ROLE_NAMES: &[&str] = &["admin", "operator", "viewer", "auditor"];
+
+/// Shortest password the server accepts.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    pub name: String,
+    /// When given (with `admin_password`), this user is created in the new tenant with
+    /// the `admin` role on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedTenant {
+    pub tenant: TenantInfo,
+    /// The first admin, when one was asked for.
+    pub admin_user: Option<UserInfo>,
+}
+
+/// A user as the API shows it (never with its password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub disabled: bool,
+    pub roles: Vec<RoleInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub name: String,
+    /// At least [`MIN_PASSWORD_LEN`] characters.
+    pub password: String,
+    /// Role bindings to create with the user.
+    #[serde(default)]
+    pub roles: Vec<RoleInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    /// The caller's current password: required to change one's own password, refused
+    /// when an admin resets someone else's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    pub new: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBindingInfo {
+    pub id: String,
+    pub user: String,
+    pub user_id: String,
+    pub role: String,
+    pub selector: Labels,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindRoleRequest {
+    /// User name or id.
+    pub user: String,
+    /// One of [`ROLE_NAMES`].
+    pub role: String,
+    /// Node label selector; empty means every node (and tenant-wide powers).
+    #[serde(default)]
+    pub selector: Labels,
+}
+
+/// Query parameters of [`paths::AUDIT`] and [`paths::AUDIT_EXPORT`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Events at or after this time (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// Events before this time (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
+    /// Node name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// User name of the actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Action, e.g. `login`, `user.create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Events with a larger `seq` (paging: pass the last `seq` seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<i64>,
+    /// At most this many events (listing: default 1000, at most 10000; export: at most
+    /// 1000000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl AuditQuery {
+    /// The query string (without `?`), parameters percent-encoded; empty when no filter
+    /// is set.
+    pub fn to_query_string(&self) -> String {
+        fn enc(s: &str) -> String {
+            let mut out = String::with_capacity(s.len());
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        }
+        let mut parts = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={}", enc(&v)));
+            }
+        };
+        add("since", self.since.map(|v| v.to_string()));
+        add("until", self.until.map(|v| v.to_string()));
+        add("node", self.node.clone());
+        add("actor", self.actor.clone());
+        add("action", self.action.clone());
+        add("after_seq", self.after_seq.map(|v| v.to_string()));
+        add("limit", self.limit.map(|v| v.to_string()));
+        parts.join("&")
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEventInfo {
+    /// Strictly increasing within the server.
+    pub seq: i64,
+    pub time: i64,
+    /// User name (or node name for agent actions).
+    pub actor: String,
+    /// Network address the action came from, when known.
+    pub source: Option<String>,
+    pub node_id: Option<String>,
+    /// The node's current name, when the node is known.
+    pub node: Option<String>,
+    pub session_id: Option<String>,
+    pub action: String,
+    /// `ok`, `denied` or `error`.
+    pub outcome: String,
+    pub detail: serde_json::Value,
 }

@@ -63,6 +63,22 @@ pub enum Command {
     /// Inspect JSON Web Tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Tenants (only for admins of the `default` tenant).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Users of your tenant (admins).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Role bindings of your tenant (admins).
+    ///
+    /// The four roles are fixed: admin (everything), operator (read and connect to
+    /// nodes), viewer (read nodes), auditor (read the audit log and nodes). Custom roles
+    /// cannot be created; narrow a binding to some nodes with label selectors instead.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// The audit log of your tenant (admins and auditors).
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +217,233 @@ pub enum TokenCommand {
         /// The token; `-` reads it from stdin.
         jwt: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// List tenants.
+    #[command(alias = "list")]
+    Ls,
+    /// Create a tenant, optionally with its first admin user.
+    ///
+    /// Example: `echo "$PW" | adit tenants create acme --admin-user alice --admin-password-stdin`
+    Create(TenantsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TenantsCreateArgs {
+    /// Tenant name (lowercase letters, digits, '.', '_', '-').
+    pub name: String,
+    /// Create this user in the new tenant with the admin role on every node.
+    #[arg(long, value_name = "USER")]
+    pub admin_user: Option<String>,
+    /// Read the admin's password from the first line of stdin (else it is asked for).
+    #[arg(long, requires = "admin_user")]
+    pub admin_password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List users and their roles.
+    #[command(alias = "list")]
+    Ls,
+    /// Create a user.
+    ///
+    /// Example: `adit users create bob --role operator:site=a,env=prod --role auditor`
+    Create(UsersCreateArgs),
+    /// Delete a user (by name or id); their access tokens stop working at once.
+    #[command(alias = "delete")]
+    Rm {
+        /// User name or id.
+        user: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Change your own password, or (admins) reset another user's.
+    ///
+    /// With --password-stdin, changing your own reads the current password from the first
+    /// line and the new one from the second; resetting another user's reads the new one
+    /// from the first line.
+    Passwd {
+        /// User name or id; your own user when omitted.
+        user: Option<String>,
+        /// Read the password(s) from stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsersCreateArgs {
+    /// User name (letters, digits, '.', '_', '-', '@').
+    pub name: String,
+    /// Read the password from the first line of stdin (else it is asked for).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Role to bind, optionally narrowed to nodes with these labels (repeatable);
+    /// roles: admin, operator, viewer, auditor.
+    #[arg(long = "role", value_parser = parse_role_spec, value_name = "ROLE[:KEY=VALUE,...]")]
+    pub roles: Vec<RoleSpec>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// List role bindings.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this user's bindings (name or id).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Bind one of the fixed roles (admin, operator, viewer, auditor) to a user.
+    ///
+    /// Example: `adit roles bind bob operator --selector site=a`. Without --selector the
+    /// binding covers every node and, for admin and auditor, the whole tenant.
+    Bind {
+        /// User name or id.
+        user: String,
+        /// admin, operator, viewer or auditor.
+        #[arg(value_parser = parse_role_name)]
+        role: String,
+        /// Only nodes with this label (repeatable; all must match).
+        #[arg(long = "selector", value_parser = parse_label, value_name = "KEY=VALUE")]
+        selector: Vec<(String, String)>,
+    },
+    /// Remove a role binding (id from `adit roles ls`).
+    #[command(alias = "unbind")]
+    Rm { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, oldest first.
+    ///
+    /// Example: `adit audit ls --since 1h --node kiosk-7`
+    #[command(alias = "list")]
+    Ls(AuditLsArgs),
+    /// Write every matching event as JSON Lines to stdout.
+    ///
+    /// Example: `adit audit export --since 2025-01-01T00:00:00Z > audit.jsonl`
+    Export(AuditFilterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Events since this long ago (e.g. 1h, 7d) or this time (RFC 3339).
+    #[arg(long, value_parser = parse_time_arg, value_name = "DURATION|RFC3339")]
+    pub since: Option<TimeArg>,
+    /// Events before this long ago or this time (RFC 3339).
+    #[arg(long, value_parser = parse_time_arg, value_name = "DURATION|RFC3339")]
+    pub until: Option<TimeArg>,
+    /// Only events about this node (name or id).
+    #[arg(long, value_parser = parse_node)]
+    pub node: Option<String>,
+    /// Only events by this user.
+    #[arg(long, value_name = "USER")]
+    pub actor: Option<String>,
+    /// Only this action (e.g. login, stream.open, user.create).
+    #[arg(long)]
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditLsArgs {
+    #[command(flatten)]
+    pub filter: AuditFilterArgs,
+    /// At most this many events (1 to 10000; default 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: Option<u32>,
+}
+
+/// `--role ROLE[:KEY=VALUE,...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    pub role: String,
+    pub selector: adit_api::Labels,
+}
+
+/// `--since`/`--until`: a time relative to now, or an absolute one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeArg {
+    /// This long before the command runs.
+    Ago(Duration),
+    At(std::time::SystemTime),
+}
+
+impl TimeArg {
+    /// Unix milliseconds, relative times counted back from `now`.
+    pub fn to_millis(self, now: std::time::SystemTime) -> i64 {
+        let t = match self {
+            TimeArg::Ago(d) => now.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH),
+            TimeArg::At(t) => t,
+        };
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Parses `1h`, `30m`, `7d` (ago) or an RFC 3339 time such as `2025-01-02T03:04:05Z`.
+pub fn parse_time_arg(s: &str) -> Result<TimeArg, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(TimeArg::Ago(d));
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            format!(
+                "`{s}` is neither a duration (e.g. 30m, 1h, 7d) nor an RFC 3339 time \
+                 (e.g. 2025-01-02T03:04:05Z)"
+            )
+        })?;
+    let nanos = t.unix_timestamp_nanos();
+    let at = if nanos >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    } else {
+        std::time::UNIX_EPOCH - Duration::from_nanos(u64::try_from(-nanos).unwrap_or(u64::MAX))
+    };
+    Ok(TimeArg::At(at))
+}
+
+/// Parses one of the fixed role names.
+pub fn parse_role_name(s: &str) -> Result<String, String> {
+    if adit_api::ROLE_NAMES.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "unknown role `{s}`: the roles are fixed, use one of {}",
+            adit_api::ROLE_NAMES.join(", ")
+        ))
+    }
+}
+
+/// Parses `ROLE` or `ROLE:KEY=VALUE,KEY=VALUE`.
+pub fn parse_role_spec(s: &str) -> Result<RoleSpec, String> {
+    let (role, selector) = match s.split_once(':') {
+        Some((role, sel)) => (role, Some(sel)),
+        None => (s, None),
+    };
+    let role = parse_role_name(role.trim())?;
+    let mut labels = adit_api::Labels::new();
+    if let Some(sel) = selector {
+        if sel.trim().is_empty() {
+            return Err(format!(
+                "`{s}` has an empty selector after `:`; use ROLE or ROLE:KEY=VALUE,..."
+            ));
+        }
+        for pair in sel.split(',') {
+            let (k, v) = parse_label(pair)?;
+            if labels.insert(k.clone(), v).is_some() {
+                return Err(format!("label `{k}` appears twice in `{s}`"));
+            }
+        }
+    }
+    Ok(RoleSpec {
+        role,
+        selector: labels,
+    })
 }
 
 // === argument parsers ===

@@ -1,11 +1,15 @@
 //! One module per command family; [`run`] dispatches.
 
+mod audit;
 mod forward;
 mod inspect;
 mod nodes;
+mod roles;
 mod session;
 pub mod ssh;
+mod tenants;
 mod tokens;
+mod users;
 
 use std::time::SystemTime;
 
@@ -37,6 +41,10 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Config(ConfigCommand::Ssh) => ssh::config_ssh(&ctx),
         Command::Completions { shell } => inspect::completions(shell),
         Command::Token(TokenCommand::Decode { jwt }) => inspect::decode(&ctx, jwt),
+        Command::Tenants(cmd) => tenants::run(&ctx, cmd).await,
+        Command::Users(cmd) => users::run(&ctx, cmd).await,
+        Command::Roles(cmd) => roles::run(&ctx, cmd).await,
+        Command::Audit(cmd) => audit::run(&ctx, cmd).await,
     }
 }
 

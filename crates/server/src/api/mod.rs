@@ -5,11 +5,15 @@
 //! (see [`ApiFailure`]). Everything behind a bearer token is scoped to the caller's
 //! tenant; a row of another tenant looks exactly like a missing one.
 
+mod audit;
 mod enroll;
 mod error;
 mod join_tokens;
 mod nodes;
+mod roles;
 mod session;
+mod tenants;
+mod users;
 
 use std::sync::Arc;
 
@@ -54,6 +58,14 @@ pub fn router(state: AppState) -> Router {
         .route(paths::NODES, get(nodes::list))
         .route(&axum_path(paths::NODE), get(nodes::get))
         .route(&axum_path(paths::NODE_REVOKE), post(nodes::revoke))
+        .route(paths::TENANTS, get(tenants::list).post(tenants::create))
+        .route(paths::USERS, get(users::list).post(users::create))
+        .route(&axum_path(paths::USER), delete(users::delete))
+        .route(&axum_path(paths::USER_PASSWORD), post(users::set_password))
+        .route(paths::ROLES, get(roles::list).post(roles::bind))
+        .route(&axum_path(paths::ROLE), delete(roles::unbind))
+        .route(paths::AUDIT, get(audit::list))
+        .route(paths::AUDIT_EXPORT, get(audit::export))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
