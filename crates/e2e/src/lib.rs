@@ -349,3 +349,38 @@ pub fn sha256_file(path: &Path) -> String {
     let data = std::fs::read(path).expect("read file");
     hex::encode(sha2::Sha256::digest(&data))
 }
+
+/// An echo server on loopback (a thread per connection, half-close
+/// honoured); returns its port.
+pub fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an echo server");
+    let port = l.local_addr().expect("echo server address").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut r) = s.try_clone() else { return };
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// `adit-agent enroll` of node `name` into `state_dir`.
+pub fn enroll_command(server_url: &str, token: &str, name: &str, state_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin("adit-agent"));
+    cmd.args([
+        "enroll",
+        "--server",
+        server_url,
+        "--token",
+        token,
+        "--name",
+        name,
+        "--state-dir",
+    ])
+    .arg(state_dir);
+    cmd
+}

@@ -123,18 +123,7 @@ fn hostile_and_mistaken_input() {
     );
     let token = token.trim().to_string();
     let enroll = |token: &str, name: &str, dir: &str| {
-        Command::new(bin("adit-agent"))
-            .args([
-                "enroll",
-                "--server",
-                &server.url,
-                "--token",
-                token,
-                "--name",
-                name,
-                "--state-dir",
-            ])
-            .arg(tmp.path().join(dir))
+        enroll_command(&server.url, token, name, &tmp.path().join(dir))
             .output()
             .unwrap()
     };

@@ -49,23 +49,6 @@ fn scp(sshd: &Sshd, home: &Path, from: &str, to: &str) -> std::process::Output {
         .expect("run scp")
 }
 
-/// An echo server on loopback; returns its port.
-fn echo_server() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let mut w = s;
-                let _ = std::io::copy(&mut r, &mut w);
-                let _ = w.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn enrol_ssh_scp_forward_restart_revoke() {
     if sshd_path().is_none() {
@@ -89,18 +72,7 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     let echo_port = echo_server();
     let state = tmp.path().join("agent");
     ok(
-        Command::new(bin("adit-agent"))
-            .args([
-                "enroll",
-                "--server",
-                &server.url,
-                "--token",
-                token,
-                "--name",
-                "dev1",
-                "--state-dir",
-            ])
-            .arg(&state)
+        enroll_command(&server.url, token, "dev1", &state)
             .args(["--label", "site=lab"])
             .output()
             .unwrap(),

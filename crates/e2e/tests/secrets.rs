@@ -25,7 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adit_e2e::{bin, free_port, node_status, wait_for, TempDir};
+use adit_e2e::{bin, echo_server, free_port, node_status, wait_for, TempDir};
 
 // ---------------------------------------------------------------------------
 // The scanner.
@@ -386,22 +386,6 @@ impl Cli {
             .expect("profile.json has access_token")
             .to_string()
     }
-}
-
-fn echo_server() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let mut w = s;
-                let _ = std::io::copy(&mut r, &mut w);
-                let _ = w.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
 }
 
 /// Files under `dir` (recursively) whose name satisfies `pick`.
