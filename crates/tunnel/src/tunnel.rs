@@ -29,6 +29,8 @@ const TRANSMIT_CHUNK: usize = 64 * 1024;
 const MAX_IO_SLICES: usize = 64;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer size while the tunnel is idle or interactive.
+const SMALL_READ_CHUNK: usize = 4 * 1024;
 /// Bytes the driver moves per poll before yielding to other tasks.
 const POLL_BUDGET: usize = 128 * 1024;
 
@@ -216,6 +218,7 @@ impl Tunnel {
             io,
             shared: shared.clone(),
             read_buf: BytesMut::new(),
+            bulk_reads: false,
             out: Segments::default(),
             needs_flush: false,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
@@ -519,6 +522,8 @@ pub struct Driver<IO> {
     io: IO,
     shared: Arc<Shared>,
     read_buf: BytesMut,
+    /// Whether the last read was large (bulk traffic is flowing).
+    bulk_reads: bool,
     out: Segments,
     needs_flush: bool,
     timer: Pin<Box<Sleep>>,
@@ -536,8 +541,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             if self.read_closed {
                 break;
             }
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                self.read_buf.reserve(READ_CHUNK);
+            // Idle tunnels (pings only) keep a small buffer; busy ones a
+            // large one. Memory per idle tunnel is what limits agents per
+            // proxy.
+            let want = if self.bulk_reads {
+                READ_CHUNK
+            } else {
+                SMALL_READ_CHUNK
+            };
+            if self.read_buf.capacity() - self.read_buf.len() < want / 4 {
+                self.read_buf.reserve(want);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
                 Poll::Ready(Ok(0)) => {
@@ -553,11 +566,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 }
                 Poll::Ready(Ok(n)) => {
                     progress += n;
+                    self.bulk_reads = n >= SMALL_READ_CHUNK / 2;
                     let mut inner = self.shared.lock();
                     if let Err(e) = inner.conn.handle_input(&mut self.read_buf, now()) {
                         tracing::debug!(error = %e, "protocol error from peer");
                     }
                     inner.process_events();
+                    drop(inner);
+                    if self.read_buf.is_empty() && !self.bulk_reads {
+                        // Give the (possibly large) buffer back while idle.
+                        self.read_buf = BytesMut::new();
+                    }
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
