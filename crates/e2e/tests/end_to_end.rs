@@ -105,6 +105,29 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     let out = ssh(&sshd, &home, "dev1", "echo hello-from-$((6*7))");
     assert_eq!(ok(out, "ssh").trim(), "hello-from-42");
 
+    // `adit ssh` runs the system ssh with the ProxyCommand set up for us.
+    let out = adit(
+        &home,
+        &[
+            "ssh",
+            &format!("{}@dev1", sshd.user),
+            "-p",
+            &sshd.port.to_string(),
+            "-i",
+            &sshd.key.display().to_string(),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "--",
+            "echo",
+            "via-adit-ssh",
+        ],
+    );
+    assert_eq!(ok(out, "adit ssh").trim(), "via-adit-ssh");
+
     // scp 50 MB both ways.
     let src = tmp.path().join("src.bin");
     {
