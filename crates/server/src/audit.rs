@@ -1,7 +1,8 @@
 //! The audit trail: one append-only event per security-relevant action.
 //!
 //! Action names: `login`, `join_token.create`, `join_token.revoke`, `node.enroll`,
-//! `node.renew`, `node.revoke`, `stream.open`. Outcomes: `ok`, `denied`, `error`.
+//! `node.renew`, `node.revoke`, `stream.open`, `session.create`, `session.extend`,
+//! `session.delete`, `session.start`, `session.end`, `session.expire`. Outcomes: `ok`, `denied`, `error`.
 //! Details never carry secrets (passwords, token strings, keys).
 
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ pub const NODE_ENROLL: &str = "node.enroll";
 pub const NODE_RENEW: &str = "node.renew";
 pub const NODE_REVOKE: &str = "node.revoke";
 pub const STREAM_OPEN: &str = "stream.open";
+pub const SESSION_START: &str = "session.start";
+pub const SESSION_END: &str = "session.end";
+pub const SESSION_EXPIRE: &str = "session.expire";
 
 pub const OK: &str = "ok";
 pub const DENIED: &str = "denied";
@@ -37,7 +41,37 @@ pub fn record(
     outcome: &str,
     detail: serde_json::Value,
 ) {
-    let event = AuditEvent {
+    append(state, event(tenant_id, actor, source, node_id, action, outcome, detail));
+}
+
+/// [`record`] for an action within a remote-access session.
+#[allow(clippy::too_many_arguments)]
+pub fn record_in_session(
+    state: &AppState,
+    tenant_id: &str,
+    actor: &str,
+    source: Option<SocketAddr>,
+    node_id: Option<&str>,
+    session_id: &str,
+    action: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
+    let mut e = event(tenant_id, actor, source, node_id, action, outcome, detail);
+    e.session_id = Some(session_id.to_string());
+    append(state, e);
+}
+
+fn event(
+    tenant_id: &str,
+    actor: &str,
+    source: Option<SocketAddr>,
+    node_id: Option<&str>,
+    action: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent {
         seq: 0,
         time: adit_store::now_millis(),
         tenant_id: tenant_id.to_string(),
@@ -48,13 +82,16 @@ pub fn record(
         action: action.to_string(),
         outcome: outcome.to_string(),
         detail,
-    };
+    }
+}
+
+fn append(state: &AppState, event: AuditEvent) {
     if let Err(e) = state.store.append_audit(&event) {
         tracing::warn!(
-            tenant_id,
-            actor,
-            action,
-            outcome,
+            tenant_id = %event.tenant_id,
+            actor = %event.actor,
+            action = %event.action,
+            outcome = %event.outcome,
             error = %e,
             "could not append an audit event"
         );

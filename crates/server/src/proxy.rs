@@ -346,52 +346,90 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
             return;
         }
     };
+    let mut client = client;
+    let target = Relay {
+        tenant_id: &route.principal.tenant_id,
+        actor: &route.principal.user,
+        node_id: &route.node.id,
+        node_name: &route.node.name,
+        target: &route.target,
+        session: None,
+        cancel: None,
+    };
+    if let Err(why) = relay_to_agent(&state, &route.agent, &mut client, target, peer).await {
+        // The agent refused or the target failed: tell the client why.
+        client.reset(reset_code::UNREACHABLE, &why);
+    }
+}
+
+/// What to relay a client connection to.
+pub(crate) struct Relay<'a> {
+    pub tenant_id: &'a str,
+    /// Who the grant is issued to.
+    pub actor: &'a str,
+    pub node_id: &'a str,
+    pub node_name: &'a str,
+    /// `HOST:PORT` on the node.
+    pub target: &'a str,
+    /// The remote-access session the connection belongs to.
+    pub session: Option<&'a str>,
+    /// Cuts the relay when cancelled (session expiry or teardown).
+    pub cancel: Option<&'a CancellationToken>,
+}
+
+/// Signs a grant, opens a stream to the agent and copies both ways until
+/// both sides finish; audits the stream. Returns why it failed, for the
+/// client.
+pub(crate) async fn relay_to_agent<C>(
+    state: &AppState,
+    agent: &Tunnel,
+    client: &mut C,
+    r: Relay<'_>,
+    peer: SocketAddr,
+) -> Result<(), String>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let now = adit_pki::now_unix();
     let claims = GrantClaims {
         aud: AUD_GRANT.to_string(),
         iat: now,
         exp: now + state.settings.grant_ttl.as_secs() as i64,
         jti: uuid::Uuid::new_v4().to_string(),
-        ten: route.principal.tenant_id.clone(),
-        usr: route.principal.user.clone(),
-        sub: route.node.id.clone(),
+        ten: r.tenant_id.to_string(),
+        usr: r.actor.to_string(),
+        sub: r.node_id.to_string(),
         knd: kinds::TCP.to_string(),
-        tgt: route.target.clone(),
-        ses: None,
+        tgt: r.target.to_string(),
+        ses: r.session.map(str::to_string),
     };
-    let grant = match state.signer.sign(&claims) {
-        Ok(g) => g,
-        Err(e) => {
-            client.reset(
-                reset_code::INTERNAL,
-                &format!("could not sign a grant: {e}"),
-            );
-            return;
-        }
-    };
-    let upstream = match route.agent.open(OpenHeader {
-        kind: kinds::TCP.to_string(),
-        target: route.target.clone(),
-        grant: grant.into_bytes().into(),
-    }) {
-        Ok(s) => s,
-        Err(e) => {
-            client.reset(
-                reset_code::UNREACHABLE,
-                &format!("node '{}' is unreachable: {e}", route.node.name),
-            );
-            return;
-        }
-    };
+    let grant = state
+        .signer
+        .sign(&claims)
+        .map_err(|e| format!("could not sign a grant: {e}"))?;
+    let mut upstream = agent
+        .open(OpenHeader {
+            kind: kinds::TCP.to_string(),
+            target: r.target.to_string(),
+            grant: grant.into_bytes().into(),
+        })
+        .map_err(|e| format!("node '{}' is unreachable: {e}", r.node_name))?;
     Metrics::inc(&state.metrics.streams_total);
     Metrics::inc(&state.metrics.streams_active);
     let started = Instant::now();
-    let mut client = client;
-    let mut upstream = upstream;
     // Large buffers: fewer, fuller DATA frames and fewer wake-ups per byte.
-    let result =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUF, RELAY_BUF)
-            .await;
+    let copy =
+        tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, RELAY_BUF, RELAY_BUF);
+    let result = match r.cancel {
+        Some(cancel) => tokio::select! {
+            res = copy => res,
+            _ = cancel.cancelled() => {
+                upstream.reset(reset_code::EXPIRED, "the remote-access session ended");
+                Err(std::io::Error::other("the remote-access session ended"))
+            }
+        },
+        None => copy.await,
+    };
     Metrics::dec(&state.metrics.streams_active);
     let (to_node, from_node, outcome, error) = match &result {
         Ok((a, b)) => (*a, *b, "ok", None),
@@ -399,26 +437,40 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
     };
     Metrics::add(&state.metrics.bytes_to_node, to_node);
     Metrics::add(&state.metrics.bytes_from_node, from_node);
-    if let Some(err) = &error {
-        // The agent refused or the target failed: tell the client why.
-        client.reset(reset_code::UNREACHABLE, err);
+    let detail = json!({
+        "kind": kinds::TCP,
+        "target": r.target,
+        "grant": claims.jti,
+        "bytes_to_node": to_node,
+        "bytes_from_node": from_node,
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "error": error,
+    });
+    match r.session {
+        Some(ses) => crate::audit::record_in_session(
+            state,
+            r.tenant_id,
+            r.actor,
+            Some(peer),
+            Some(r.node_id),
+            ses,
+            crate::audit::STREAM_OPEN,
+            outcome,
+            detail,
+        ),
+        None => crate::audit::record(
+            state,
+            r.tenant_id,
+            r.actor,
+            Some(peer),
+            Some(r.node_id),
+            crate::audit::STREAM_OPEN,
+            outcome,
+            detail,
+        ),
     }
-    crate::audit::record(
-        &state,
-        &route.principal.tenant_id,
-        &route.principal.user,
-        Some(peer),
-        Some(&route.node.id),
-        "stream.open",
-        outcome,
-        json!({
-            "kind": kinds::TCP,
-            "target": route.target,
-            "grant": claims.jti,
-            "bytes_to_node": to_node,
-            "bytes_from_node": from_node,
-            "duration_ms": started.elapsed().as_millis() as u64,
-            "error": error,
-        }),
-    );
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
