@@ -63,6 +63,14 @@ pub mod paths {
     /// `GET` with [`super::AuditQuery`] parameters → JSON Lines
     /// (`application/x-ndjson`), one [`super::AuditEventInfo`] per line.
     pub const AUDIT_EXPORT: &str = "/v1/audit/export";
+    /// `POST` [`super::CreateRemoteAccessRequest`] → [`super::RemoteAccessInfo`] (201);
+    /// `GET` ([`super::RemoteAccessQuery`]) → `Vec<`[`super::RemoteAccessInfo`]`>`, newest
+    /// first.
+    pub const REMOTE_ACCESS: &str = "/v1/remote-access";
+    /// `GET` → [`super::RemoteAccessInfo`]; `PATCH` [`super::UpdateRemoteAccessRequest`]
+    /// → [`super::RemoteAccessInfo`] (extends); `DELETE` → [`super::RemoteAccessInfo`]
+    /// (asks for teardown: `desired_state` becomes DELETED).
+    pub const REMOTE_ACCESS_ONE: &str = "/v1/remote-access/{id}";
 }
 
 /// Stream kinds in `OPEN` headers.
@@ -432,4 +440,153 @@ pub struct AuditEventInfo {
     /// `ok`, `denied` or `error`.
     pub outcome: String,
     pub detail: serde_json::Value,
+}
+
+// === remote access configurations (seed 000) ===
+
+/// The `desired_state` / `current_state` values of [`RemoteAccessInfo`].
+pub mod remote_access_state {
+    pub const UNSPECIFIED: &str = "REMOTE_ACCESS_STATE_UNSPECIFIED";
+    pub const DELETED: &str = "REMOTE_ACCESS_STATE_DELETED";
+    pub const ERROR: &str = "REMOTE_ACCESS_STATE_ERROR";
+    pub const CONFIGURED: &str = "REMOTE_ACCESS_STATE_CONFIGURED";
+    pub const STARTED: &str = "REMOTE_ACCESS_STATE_STARTED";
+    /// Every state, in the seed's numbering order.
+    pub const ALL: &[&str] = &[UNSPECIFIED, DELETED, ERROR, CONFIGURED, STARTED];
+
+    /// The full name for `s`: a full name, or its last word in any case (`started`).
+    pub fn parse(s: &str) -> Option<&'static str> {
+        let s = s.trim();
+        ALL.iter().copied().find(|full| {
+            full.eq_ignore_ascii_case(s)
+                || full
+                    .strip_prefix("REMOTE_ACCESS_STATE_")
+                    .is_some_and(|short| short.eq_ignore_ascii_case(s))
+        })
+    }
+
+    /// `REMOTE_ACCESS_STATE_STARTED` → `STARTED` (other text unchanged).
+    pub fn short(s: &str) -> &str {
+        s.strip_prefix("REMOTE_ACCESS_STATE_").unwrap_or(s)
+    }
+}
+
+/// Longest lifetime of a remote access configuration: 7 days.
+pub const REMOTE_ACCESS_MAX_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// A remote access configuration (seed 000 `RemoteAccessConfiguration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAccessInfo {
+    /// `rmtacconf-` + 8 lowercase alphanumerics.
+    pub resource_id: String,
+    pub tenant_id: String,
+    /// The node's id.
+    pub instance: String,
+    /// The node's current name.
+    pub node_name: String,
+    pub expiration_timestamp: i64,
+    /// Port of the temporary endpoint on the server, once allocated.
+    pub local_port: Option<u16>,
+    /// Remote login user on the node.
+    pub user: Option<String>,
+    /// Kind of access, `tcp`.
+    pub kind: String,
+    /// Target as seen from the node, e.g. `127.0.0.1:22`.
+    pub target: String,
+    /// Whether the server opens a temporary endpoint for it.
+    pub endpoint: bool,
+    /// Source networks allowed to use the endpoint; empty means any.
+    pub allowed_cidrs: Vec<String>,
+    /// One of [`remote_access_state`].
+    pub desired_state: String,
+    /// One of [`remote_access_state`].
+    pub current_state: String,
+    pub configuration_status: String,
+    /// `IDLE`, `IN_PROGRESS` or `ERROR`.
+    pub configuration_status_indicator: String,
+    pub configuration_status_timestamp: i64,
+    /// User name of the creator.
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRemoteAccessRequest {
+    /// Node name or id.
+    pub node: String,
+    /// Lifetime in seconds, 1 to [`REMOTE_ACCESS_MAX_TTL_SECS`].
+    pub ttl_secs: u64,
+    /// Open a temporary endpoint on the server.
+    #[serde(default)]
+    pub endpoint: bool,
+    /// Remote login user on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Target port on the node's loopback (default 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Source networks (`ip/prefix`, or a bare address) allowed to use the endpoint;
+    /// empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+}
+
+/// Extends (or shortens) a configuration: the new expiration is now + `ttl_secs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRemoteAccessRequest {
+    /// 1 to [`REMOTE_ACCESS_MAX_TTL_SECS`].
+    pub ttl_secs: u64,
+}
+
+/// Query parameters of `GET` [`paths::REMOTE_ACCESS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAccessQuery {
+    /// Node name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Current state: a full name or its last word (`started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Also configurations whose current state is DELETED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_deleted: Option<bool>,
+}
+
+impl RemoteAccessQuery {
+    /// The query string (without `?`), percent-encoded; empty when nothing is set.
+    pub fn to_query_string(&self) -> String {
+        let q = AuditQuery {
+            node: self.node.clone(),
+            ..Default::default()
+        }
+        .to_query_string();
+        let mut parts: Vec<String> = if q.is_empty() { vec![] } else { vec![q] };
+        if let Some(state) = &self.state {
+            if let Some(full) = remote_access_state::parse(state) {
+                parts.push(format!("state={full}"));
+            } else {
+                // Let the server explain; keep it a valid query string.
+                let enc: String = state
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                            char::from(b).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect();
+                parts.push(format!("state={enc}"));
+            }
+        }
+        if let Some(d) = self.include_deleted {
+            parts.push(format!("include_deleted={d}"));
+        }
+        parts.join("&")
+    }
 }

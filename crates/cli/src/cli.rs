@@ -79,6 +79,12 @@ pub enum Command {
     /// The audit log of your tenant (admins and auditors).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Remote access configurations: time-limited access to a node, optionally through a
+    /// temporary endpoint on the server that plain ssh can use.
+    ///
+    /// Example: `adit access create kiosk-7 --ttl 1h --endpoint --user pi`
+    #[command(subcommand)]
+    Access(AccessCommand),
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +360,99 @@ pub struct AuditLsArgs {
     /// At most this many events (1 to 10000; default 1000).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub limit: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Create a remote access configuration for a node.
+    ///
+    /// With --endpoint, waits up to 10 s for the server to open the endpoint and prints
+    /// the ssh command that uses it.
+    Create(AccessCreateArgs),
+    /// List remote access configurations, newest first.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this node's (name or id).
+        #[arg(long, value_parser = parse_node)]
+        node: Option<String>,
+        /// Include deleted ones.
+        #[arg(long, short = 'a')]
+        all: bool,
+    },
+    /// Show one configuration.
+    Show {
+        /// Resource id (rmtacconf-...).
+        id: String,
+    },
+    /// Extend (or shorten) a configuration: it expires DURATION from now.
+    Extend {
+        /// Resource id (rmtacconf-...).
+        id: String,
+        /// New lifetime from now (e.g. 30m, 2h; at most 7d).
+        #[arg(long, value_parser = parse_access_ttl, value_name = "DURATION")]
+        ttl: Duration,
+    },
+    /// Delete a configuration; the server closes its endpoint and connections.
+    #[command(alias = "delete")]
+    Rm {
+        /// Resource id (rmtacconf-...).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AccessCreateArgs {
+    /// Node name or id.
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// How long the access lasts (e.g. 30m, 2h; at most 7d).
+    #[arg(long, value_parser = parse_access_ttl, value_name = "DURATION")]
+    pub ttl: Duration,
+    /// Open a temporary endpoint on the server (a TCP port plain ssh can connect to).
+    #[arg(long)]
+    pub endpoint: bool,
+    /// Login user on the node.
+    #[arg(long, short = 'u', value_name = "USER")]
+    pub user: Option<String>,
+    /// TCP port on the node's loopback (default 22).
+    #[arg(long, short = 'p', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Only these source networks may use the endpoint (repeatable; default any).
+    #[arg(long = "allow-from", value_parser = parse_cidr, value_name = "CIDR")]
+    pub allow_from: Vec<String>,
+}
+
+/// `--ttl` of `adit access`: a whole number of seconds from 1 s to 7 days.
+pub fn parse_access_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let max = Duration::from_secs(adit_api::REMOTE_ACCESS_MAX_TTL_SECS);
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than one second"));
+    }
+    if d > max {
+        return Err(format!("`{s}` is longer than the 7 day maximum"));
+    }
+    Ok(d)
+}
+
+/// Parses `IP/PREFIX` or a bare IP address (IPv4 or IPv6); returns it as given, trimmed.
+pub fn parse_cidr(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let err =
+        || format!("`{s}` is not an address or network such as 192.0.2.0/24 or 2001:db8::/32");
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| err())?;
+    if let Some(prefix) = prefix {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match prefix.parse::<u8>() {
+            Ok(p) if p <= max && !prefix.starts_with('+') => {}
+            _ => return Err(err()),
+        }
+    }
+    Ok(s.to_owned())
 }
 
 /// `--role ROLE[:KEY=VALUE,...]`.

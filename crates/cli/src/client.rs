@@ -158,6 +158,15 @@ impl ApiClient {
         self.call(Method::POST, path, None::<&()>).await
     }
 
+    /// `PATCH path` with a JSON body → `T`.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
     /// `DELETE path`; any response body is ignored.
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None::<&()>).await?;

@@ -41,7 +41,10 @@ pub fn record(
     outcome: &str,
     detail: serde_json::Value,
 ) {
-    append(state, event(tenant_id, actor, source, node_id, action, outcome, detail));
+    append(
+        state,
+        event(tenant_id, actor, source, node_id, action, outcome, detail),
+    );
 }
 
 /// [`record`] for an action within a remote-access session.

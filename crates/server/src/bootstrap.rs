@@ -162,6 +162,7 @@ pub fn bootstrap(
         settings: Arc::new(settings),
         registry: Arc::new(TunnelRegistry::default()),
         metrics: Arc::new(Metrics::default()),
+        sessions: Default::default(),
     };
     Ok(Bootstrapped {
         state,

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod sessions;
 pub mod state;
 
 pub use state::{AppState, Settings};

@@ -43,6 +43,9 @@ struct StartArgs {
     /// URL agents and clients use to reach this server, e.g. https://adit.example.com:8443.
     #[arg(long)]
     public_url: Option<String>,
+    /// Port range for temporary session endpoints, e.g. 20000-20999.
+    #[arg(long)]
+    endpoint_ports: Option<String>,
 }
 
 /// The configuration file's keys.
@@ -61,6 +64,20 @@ struct FileConfig {
     access_token_ttl: Option<String>,
     /// Log filter, e.g. "info" or "adit_server=debug".
     log: Option<String>,
+    /// Port range for temporary session endpoints, e.g. "20000-20999".
+    endpoint_ports: Option<String>,
+    /// Address session endpoints listen on (default: the listen address).
+    endpoint_bind: Option<std::net::IpAddr>,
+}
+
+fn parse_port_range(key: &str, value: &str) -> Result<std::ops::RangeInclusive<u16>> {
+    let parsed = value
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((a, b)) if a > 0 && a <= b => Ok(a..=b),
+        _ => anyhow::bail!("`{key}`: '{value}' is not a port range like 20000-20999"),
+    }
 }
 
 fn parse_duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration> {
@@ -127,6 +144,11 @@ fn start(args: StartArgs) -> Result<()> {
             defaults.access_token_ttl,
         )?,
         grant_ttl: defaults.grant_ttl,
+        endpoint_ports: match args.endpoint_ports.or(file.endpoint_ports) {
+            Some(r) => parse_port_range("endpoint_ports", &r)?,
+            None => defaults.endpoint_ports,
+        },
+        endpoint_bind: file.endpoint_bind.unwrap_or(listen.ip()),
     };
     let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
@@ -158,6 +180,7 @@ fn start(args: StartArgs) -> Result<()> {
         );
         let router = adit_server::api::router(state.clone());
         let shutdown = CancellationToken::new();
+        let sessions = tokio::spawn(adit_server::sessions::run(state.clone(), shutdown.clone()));
         let serve = tokio::spawn(adit_server::listener::serve(
             listener,
             state,
@@ -169,6 +192,7 @@ fn start(args: StartArgs) -> Result<()> {
         eprintln!("shutting down");
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), sessions).await;
         Ok(())
     })
 }

@@ -22,6 +22,12 @@ pub struct Settings {
     pub access_token_ttl: Duration,
     /// Lifetime of the grant the proxy attaches to each stream it opens.
     pub grant_ttl: Duration,
+    /// Ports temporary session endpoints are allocated from. The default
+    /// stays below Linux's ephemeral range (32768–60999), where outgoing
+    /// connections would otherwise take ports from under it.
+    pub endpoint_ports: std::ops::RangeInclusive<u16>,
+    /// Address temporary session endpoints listen on.
+    pub endpoint_bind: std::net::IpAddr,
 }
 
 impl Default for Settings {
@@ -32,6 +38,8 @@ impl Default for Settings {
             node_cert_ttl: Duration::from_secs(24 * 3600),
             access_token_ttl: Duration::from_secs(12 * 3600),
             grant_ttl: Duration::from_secs(60),
+            endpoint_ports: 20000..=20999,
+            endpoint_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -46,6 +54,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub registry: Arc<TunnelRegistry>,
     pub metrics: Arc<Metrics>,
+    /// Temporary endpoints of remote-access sessions.
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -44,6 +44,7 @@ fn env() -> Env {
         settings: Arc::new(Settings::default()),
         registry: Arc::new(TunnelRegistry::default()),
         metrics: Arc::new(Metrics::default()),
+        sessions: Default::default(),
     };
     Env {
         app: router(state.clone()),

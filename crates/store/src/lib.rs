@@ -22,6 +22,10 @@ pub use model::{
     AuditEvent, AuditFilter, CertificateRecord, JoinTokenRecord, Labels, Millis, Node, NodeFacts,
     NodeStatus, RoleBinding, Tenant, User, AUDIT_LIMIT_MAX, DEFAULT_TUNNEL_MODE, ROLES,
 };
+pub use model::{
+    NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
+    REMOTE_ACCESS_ID_PREFIX, REMOTE_ACCESS_LIMIT_MAX,
+};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::Store;
 

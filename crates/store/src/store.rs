@@ -5,6 +5,9 @@ use crate::model::{
     AuditEvent, AuditFilter, CertificateRecord, JoinTokenRecord, Labels, Millis, Node, NodeFacts,
     NodeStatus, RoleBinding, Tenant, User,
 };
+use crate::model::{
+    NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
+};
 
 /// Persistent state of an Adit deployment.
 ///
@@ -164,4 +167,59 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    // === remote access configurations ===
+
+    /// Creates a configuration for node `rec.instance` of `rec.tenant_id`
+    /// ([`StoreError::NotFound`] if the tenant has no such node). The store generates the
+    /// id (`rmtacconf-` + 8 lowercase alphanumerics, retrying on collision) and sets
+    /// `desired_state = STARTED`, `current_state = CONFIGURED`, indicator `IN_PROGRESS`,
+    /// status `"waiting for the node"`, no `local_port`, and every timestamp to now.
+    fn create_remote_access(&self, rec: &NewRemoteAccess) -> Result<RemoteAccess, StoreError>;
+    fn remote_access(
+        &self,
+        tenant_id: &str,
+        resource_id: &str,
+    ) -> Result<Option<RemoteAccess>, StoreError>;
+    /// The tenant's configurations matching `filter`, newest first. Rows whose
+    /// `current_state` is DELETED are left out unless `filter.include_deleted` (or the
+    /// filter asks for that state).
+    fn list_remote_access(
+        &self,
+        tenant_id: &str,
+        filter: &RemoteAccessFilter,
+    ) -> Result<Vec<RemoteAccess>, StoreError>;
+    /// **Crosses tenants.** Every configuration whose `current_state` is not DELETED,
+    /// oldest first (the reconcile loop reads this).
+    fn active_remote_access(&self) -> Result<Vec<RemoteAccess>, StoreError>;
+    /// Sets `expiration_timestamp` (and `updated_at`). [`StoreError::NotFound`] if the
+    /// tenant has no such configuration or its `current_state` is DELETED.
+    fn set_remote_access_expiration(
+        &self,
+        tenant_id: &str,
+        resource_id: &str,
+        expiration: Millis,
+    ) -> Result<RemoteAccess, StoreError>;
+    /// Sets `desired_state` (and `updated_at`). [`StoreError::NotFound`] if the tenant has
+    /// no such configuration or its `current_state` is DELETED.
+    fn set_remote_access_desired(
+        &self,
+        tenant_id: &str,
+        resource_id: &str,
+        desired: RemoteAccessState,
+    ) -> Result<RemoteAccess, StoreError>;
+    /// **Crosses tenants** (the reconcile loop knows configurations by id). In one UPDATE:
+    /// `current_state = current`, the status, its indicator, `configuration_status_timestamp
+    /// = updated_at = now`, and `local_port` when `Some` (a `None` keeps the stored port,
+    /// so a deleted configuration still shows the port it had). `Some(0)` is
+    /// [`StoreError::InvalidInput`].
+    fn set_remote_access_status(
+        &self,
+        resource_id: &str,
+        current: RemoteAccessState,
+        indicator: StatusIndicator,
+        status: &str,
+        local_port: Option<u16>,
+        now: Millis,
+    ) -> Result<RemoteAccess, StoreError>;
 }

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 
 use crate::{
-    AuditEvent, AuditFilter, CertificateRecord, ConsumeError, JoinTokenRecord, Labels, Node,
-    NodeFacts, NodeStatus, Store, StoreError,
+    AuditEvent, AuditFilter, CertificateRecord, ConsumeError, JoinTokenRecord, Labels,
+    NewRemoteAccess, Node, NodeFacts, NodeStatus, RemoteAccess, RemoteAccessFilter,
+    RemoteAccessState, StatusIndicator, Store, StoreError,
 };
 
 /// A named conformance case.
@@ -30,6 +31,16 @@ pub const CASES: &[Case] = &[
     ("certificates_round_trip", certificates_round_trip),
     ("audit_round_trip_and_filters", audit_round_trip_and_filters),
     ("tenant_isolation", tenant_isolation),
+    ("remote_access_round_trip", remote_access_round_trip),
+    ("remote_access_status_update", remote_access_status_update),
+    (
+        "remote_access_tenant_isolation",
+        remote_access_tenant_isolation,
+    ),
+    (
+        "remote_access_active_across_tenants",
+        remote_access_active_across_tenants,
+    ),
 ];
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -865,4 +876,466 @@ pub fn tenant_isolation(store: Arc<dyn Store>) {
         3
     );
     assert_eq!(store.certificate("cross").unwrap(), None);
+}
+
+// === remote access ===
+
+fn new_access(tenant_id: &str, node_id: &str, expiration: i64) -> NewRemoteAccess {
+    NewRemoteAccess {
+        tenant_id: tenant_id.to_owned(),
+        instance: node_id.to_owned(),
+        expiration_timestamp: expiration,
+        user: Some("pi".to_owned()),
+        kind: "tcp".to_owned(),
+        target: "127.0.0.1:22".to_owned(),
+        endpoint: true,
+        allowed_cidrs: vec!["192.0.2.0/24".to_owned(), "2001:db8::/32".to_owned()],
+        created_by: "alice".to_owned(),
+    }
+}
+
+/// `rmtacconf-` followed by exactly 8 characters from `[a-z0-9]`.
+pub fn is_remote_access_id(id: &str) -> bool {
+    id.strip_prefix(crate::REMOTE_ACCESS_ID_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == 8
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+pub fn remote_access_round_trip(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let n1 = store.create_node(&t.id, "n1", &Labels::new()).unwrap();
+    let n2 = store.create_node(&t.id, "n2", &Labels::new()).unwrap();
+    let before = crate::now_millis();
+    let a = store
+        .create_remote_access(&new_access(&t.id, &n1.id, before + 60_000))
+        .unwrap();
+    assert!(is_remote_access_id(&a.resource_id), "{}", a.resource_id);
+    assert_eq!(a.tenant_id, t.id);
+    assert_eq!(a.instance, n1.id);
+    assert_eq!(a.expiration_timestamp, before + 60_000);
+    assert_eq!(a.local_port, None);
+    assert_eq!(a.user.as_deref(), Some("pi"));
+    assert_eq!(a.kind, "tcp");
+    assert_eq!(a.target, "127.0.0.1:22");
+    assert!(a.endpoint);
+    assert_eq!(a.allowed_cidrs, vec!["192.0.2.0/24", "2001:db8::/32"]);
+    assert_eq!(a.desired_state, RemoteAccessState::Started);
+    assert_eq!(a.current_state, RemoteAccessState::Configured);
+    assert_eq!(
+        a.configuration_status_indicator,
+        StatusIndicator::InProgress
+    );
+    assert_eq!(a.configuration_status, "waiting for the node");
+    assert!(a.created_at >= before);
+    assert_eq!(a.updated_at, a.created_at);
+    assert_eq!(a.configuration_status_timestamp, a.created_at);
+    assert_eq!(a.created_by, "alice");
+    assert_eq!(
+        store.remote_access(&t.id, &a.resource_id).unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.remote_access(&t.id, "rmtacconf-00000000").unwrap(),
+        None
+    );
+
+    // Many ids, all well-formed and distinct.
+    let mut ids = std::collections::BTreeSet::new();
+    ids.insert(a.resource_id.clone());
+    for _ in 0..50 {
+        let mut rec = new_access(&t.id, &n2.id, before + 1);
+        rec.user = None;
+        rec.endpoint = false;
+        rec.allowed_cidrs.clear();
+        let r = store.create_remote_access(&rec).unwrap();
+        assert!(is_remote_access_id(&r.resource_id));
+        assert_eq!(r.user, None);
+        assert!(!r.endpoint && r.allowed_cidrs.is_empty());
+        assert!(ids.insert(r.resource_id));
+    }
+
+    // Unknown node (and a node id of nothing) -> NotFound.
+    assert!(is_not_found(store.create_remote_access(&new_access(
+        &t.id,
+        "no-such-node",
+        1
+    ))));
+    assert!(is_not_found(store.create_remote_access(&new_access(
+        "no-such-tenant",
+        &n1.id,
+        1
+    ))));
+
+    // Listing: newest first, filters.
+    let all = store
+        .list_remote_access(&t.id, &RemoteAccessFilter::default())
+        .unwrap();
+    assert_eq!(all.len(), 51);
+    assert!(all
+        .windows(2)
+        .all(|w| (w[0].created_at, &w[0].resource_id) >= (w[1].created_at, &w[1].resource_id)));
+    let only_n1 = store
+        .list_remote_access(
+            &t.id,
+            &RemoteAccessFilter {
+                instance: Some(n1.id.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(only_n1, vec![a.clone()]);
+    let limited = store
+        .list_remote_access(
+            &t.id,
+            &RemoteAccessFilter {
+                limit: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(limited.len(), 5);
+    assert_eq!(limited[..], all[..5]);
+
+    // Expiration and desired state.
+    let e = store
+        .set_remote_access_expiration(&t.id, &a.resource_id, before + 120_000)
+        .unwrap();
+    assert_eq!(e.expiration_timestamp, before + 120_000);
+    assert!(e.updated_at >= a.updated_at);
+    let d = store
+        .set_remote_access_desired(&t.id, &a.resource_id, RemoteAccessState::Deleted)
+        .unwrap();
+    assert_eq!(d.desired_state, RemoteAccessState::Deleted);
+    assert_eq!(d.current_state, RemoteAccessState::Configured);
+    assert!(is_not_found(store.set_remote_access_expiration(
+        &t.id,
+        "rmtacconf-00000000",
+        1
+    )));
+    assert!(is_not_found(store.set_remote_access_desired(
+        &t.id,
+        "rmtacconf-00000000",
+        RemoteAccessState::Deleted
+    )));
+
+    // Once DELETED: hidden from default listings and frozen for the tenant's setters.
+    store
+        .set_remote_access_status(
+            &a.resource_id,
+            RemoteAccessState::Deleted,
+            StatusIndicator::Idle,
+            "deleted by alice",
+            None,
+            crate::now_millis(),
+        )
+        .unwrap();
+    let live = store
+        .list_remote_access(&t.id, &RemoteAccessFilter::default())
+        .unwrap();
+    assert_eq!(live.len(), 50);
+    assert!(live.iter().all(|r| r.resource_id != a.resource_id));
+    let with_deleted = store
+        .list_remote_access(
+            &t.id,
+            &RemoteAccessFilter {
+                include_deleted: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(with_deleted.len(), 51);
+    let deleted = store
+        .list_remote_access(
+            &t.id,
+            &RemoteAccessFilter {
+                current_state: Some(RemoteAccessState::Deleted),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].resource_id, a.resource_id);
+    let configured = store
+        .list_remote_access(
+            &t.id,
+            &RemoteAccessFilter {
+                current_state: Some(RemoteAccessState::Configured),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(configured.len(), 50);
+    assert!(is_not_found(store.set_remote_access_expiration(
+        &t.id,
+        &a.resource_id,
+        before + 999_999
+    )));
+    assert!(is_not_found(store.set_remote_access_desired(
+        &t.id,
+        &a.resource_id,
+        RemoteAccessState::Started
+    )));
+    // Still readable by id, for the record.
+    let got = store.remote_access(&t.id, &a.resource_id).unwrap().unwrap();
+    assert_eq!(got.current_state, RemoteAccessState::Deleted);
+    assert_eq!(got.expiration_timestamp, before + 120_000);
+}
+
+pub fn remote_access_status_update(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    let n = store.create_node(&t.id, "n", &Labels::new()).unwrap();
+    let a = store
+        .create_remote_access(&new_access(&t.id, &n.id, i64::MAX / 2))
+        .unwrap();
+    let now = a.created_at + 1_000;
+    let s = store
+        .set_remote_access_status(
+            &a.resource_id,
+            RemoteAccessState::Started,
+            StatusIndicator::Idle,
+            "endpoint 127.0.0.1:40123",
+            Some(40123),
+            now,
+        )
+        .unwrap();
+    let expected = RemoteAccess {
+        current_state: RemoteAccessState::Started,
+        configuration_status: "endpoint 127.0.0.1:40123".into(),
+        configuration_status_indicator: StatusIndicator::Idle,
+        configuration_status_timestamp: now,
+        updated_at: now,
+        local_port: Some(40123),
+        ..a.clone()
+    };
+    assert_eq!(s, expected);
+    assert_eq!(
+        store.remote_access(&t.id, &a.resource_id).unwrap(),
+        Some(expected)
+    );
+
+    // A None port keeps the stored one (a deleted configuration shows the port it had).
+    let d = store
+        .set_remote_access_status(
+            &a.resource_id,
+            RemoteAccessState::Deleted,
+            StatusIndicator::Idle,
+            "expired",
+            None,
+            now + 5,
+        )
+        .unwrap();
+    assert_eq!(d.local_port, Some(40123));
+    assert_eq!(d.current_state, RemoteAccessState::Deleted);
+    assert_eq!(d.configuration_status, "expired");
+    assert_eq!(d.configuration_status_timestamp, now + 5);
+    assert_eq!(d.updated_at, now + 5);
+    assert_eq!(d.desired_state, RemoteAccessState::Started);
+
+    // Error state with an error indicator.
+    let b = store
+        .create_remote_access(&new_access(&t.id, &n.id, i64::MAX / 2))
+        .unwrap();
+    let e = store
+        .set_remote_access_status(
+            &b.resource_id,
+            RemoteAccessState::Error,
+            StatusIndicator::Error,
+            "no free port",
+            None,
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            e.current_state,
+            e.configuration_status_indicator,
+            e.local_port
+        ),
+        (RemoteAccessState::Error, StatusIndicator::Error, None)
+    );
+
+    assert!(is_not_found(store.set_remote_access_status(
+        "rmtacconf-00000000",
+        RemoteAccessState::Started,
+        StatusIndicator::Idle,
+        "",
+        None,
+        now
+    )));
+    assert!(matches!(
+        store.set_remote_access_status(
+            &b.resource_id,
+            RemoteAccessState::Started,
+            StatusIndicator::Idle,
+            "",
+            Some(0),
+            now
+        ),
+        Err(StoreError::InvalidInput(_))
+    ));
+
+    // Concurrent status writers: every read sees the four fields of one writer, never a mix.
+    let writers: Vec<_> = (0..4u16)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let id = b.resource_id.clone();
+            std::thread::spawn(move || {
+                for j in 0..50i64 {
+                    let port = 41000 + i;
+                    store
+                        .set_remote_access_status(
+                            &id,
+                            RemoteAccessState::Started,
+                            StatusIndicator::Idle,
+                            &format!("writer {i}"),
+                            Some(port),
+                            1_000_000 * i64::from(i) + j,
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        let r = store.remote_access(&t.id, &b.resource_id).unwrap().unwrap();
+        if r.current_state == RemoteAccessState::Started {
+            let i = i64::from(r.local_port.unwrap() - 41000);
+            assert_eq!(r.configuration_status, format!("writer {i}"));
+            assert_eq!(r.configuration_status_timestamp / 1_000_000, i);
+            assert_eq!(r.updated_at, r.configuration_status_timestamp);
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+}
+
+pub fn remote_access_tenant_isolation(store: Arc<dyn Store>) {
+    let a = store.create_tenant("a").unwrap();
+    let b = store.create_tenant("b").unwrap();
+    let na = store.create_node(&a.id, "same", &Labels::new()).unwrap();
+    let nb = store.create_node(&b.id, "same", &Labels::new()).unwrap();
+    let ra = store
+        .create_remote_access(&new_access(&a.id, &na.id, i64::MAX / 2))
+        .unwrap();
+    // B cannot create a configuration for A's node.
+    assert!(is_not_found(
+        store.create_remote_access(&new_access(&b.id, &na.id, 1))
+    ));
+    let rb = store
+        .create_remote_access(&new_access(&b.id, &nb.id, i64::MAX / 2))
+        .unwrap();
+
+    assert_eq!(store.remote_access(&b.id, &ra.resource_id).unwrap(), None);
+    let listed_b = store
+        .list_remote_access(
+            &b.id,
+            &RemoteAccessFilter {
+                include_deleted: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(listed_b, vec![rb.clone()]);
+    let by_a_node = store
+        .list_remote_access(
+            &b.id,
+            &RemoteAccessFilter {
+                instance: Some(na.id.clone()),
+                include_deleted: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(by_a_node.is_empty());
+    assert!(is_not_found(store.set_remote_access_expiration(
+        &b.id,
+        &ra.resource_id,
+        5
+    )));
+    assert!(is_not_found(store.set_remote_access_desired(
+        &b.id,
+        &ra.resource_id,
+        RemoteAccessState::Deleted
+    )));
+    // A's row is untouched.
+    assert_eq!(
+        store.remote_access(&a.id, &ra.resource_id).unwrap(),
+        Some(ra)
+    );
+}
+
+pub fn remote_access_active_across_tenants(store: Arc<dyn Store>) {
+    assert!(store.active_remote_access().unwrap().is_empty());
+    let a = store.create_tenant("a").unwrap();
+    let b = store.create_tenant("b").unwrap();
+    let na = store.create_node(&a.id, "na", &Labels::new()).unwrap();
+    let nb = store.create_node(&b.id, "nb", &Labels::new()).unwrap();
+    let ra1 = store
+        .create_remote_access(&new_access(&a.id, &na.id, 10))
+        .unwrap();
+    let ra2 = store
+        .create_remote_access(&new_access(&a.id, &na.id, 10))
+        .unwrap();
+    let rb = store
+        .create_remote_access(&new_access(&b.id, &nb.id, 10))
+        .unwrap();
+    let ids = |v: Vec<RemoteAccess>| {
+        let mut ids: Vec<String> = v.into_iter().map(|r| r.resource_id).collect();
+        ids.sort();
+        ids
+    };
+    let mut want = vec![
+        ra1.resource_id.clone(),
+        ra2.resource_id.clone(),
+        rb.resource_id.clone(),
+    ];
+    want.sort();
+    assert_eq!(ids(store.active_remote_access().unwrap()), want);
+
+    // ERROR and STARTED rows stay active; DELETED ones leave.
+    store
+        .set_remote_access_status(
+            &ra1.resource_id,
+            RemoteAccessState::Error,
+            StatusIndicator::Error,
+            "boom",
+            None,
+            20,
+        )
+        .unwrap();
+    store
+        .set_remote_access_status(
+            &rb.resource_id,
+            RemoteAccessState::Started,
+            StatusIndicator::Idle,
+            "up",
+            Some(40000),
+            20,
+        )
+        .unwrap();
+    store
+        .set_remote_access_status(
+            &ra2.resource_id,
+            RemoteAccessState::Deleted,
+            StatusIndicator::Idle,
+            "gone",
+            None,
+            30,
+        )
+        .unwrap();
+    let active = store.active_remote_access().unwrap();
+    let mut want = vec![ra1.resource_id.clone(), rb.resource_id.clone()];
+    want.sort();
+    assert_eq!(ids(active.clone()), want);
+    let started = active
+        .iter()
+        .find(|r| r.resource_id == rb.resource_id)
+        .unwrap();
+    assert_eq!(started.tenant_id, b.id);
+    assert_eq!(started.local_port, Some(40000));
 }

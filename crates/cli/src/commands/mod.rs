@@ -1,5 +1,6 @@
 //! One module per command family; [`run`] dispatches.
 
+pub mod access;
 mod audit;
 mod forward;
 mod inspect;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Users(cmd) => users::run(&ctx, cmd).await,
         Command::Roles(cmd) => roles::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
+        Command::Access(cmd) => access::run(&ctx, cmd).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod enroll;
 mod error;
 mod join_tokens;
 mod nodes;
+mod remote_access;
 mod roles;
 mod session;
 mod tenants;
@@ -27,6 +28,7 @@ use axum::{Extension, Json, Router};
 
 pub use error::{ApiFailure, ApiJson};
 pub use nodes::node_info;
+pub use remote_access::remote_access_info;
 
 use crate::auth::LoginLimiter;
 use crate::metrics::Metrics;
@@ -66,6 +68,16 @@ pub fn router(state: AppState) -> Router {
         .route(&axum_path(paths::ROLE), delete(roles::unbind))
         .route(paths::AUDIT, get(audit::list))
         .route(paths::AUDIT_EXPORT, get(audit::export))
+        .route(
+            paths::REMOTE_ACCESS,
+            post(remote_access::create).get(remote_access::list),
+        )
+        .route(
+            &axum_path(paths::REMOTE_ACCESS_ONE),
+            get(remote_access::get)
+                .patch(remote_access::update)
+                .delete(remote_access::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

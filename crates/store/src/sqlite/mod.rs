@@ -19,6 +19,10 @@ use crate::model::{
     AuditEvent, AuditFilter, CertificateRecord, JoinTokenRecord, Labels, Millis, Node, NodeFacts,
     NodeStatus, RoleBinding, Tenant, User, DEFAULT_TUNNEL_MODE, ROLES,
 };
+use crate::model::{
+    NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
+    REMOTE_ACCESS_ID_PREFIX,
+};
 use crate::store::Store;
 
 /// A [`Store`] backed by one SQLite connection.
@@ -397,6 +401,74 @@ fn audit_row(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
         seq,
     })
 }
+
+const REMOTE_ACCESS_COLS: &str = "resource_id, tenant_id, instance, expiration_timestamp, \
+    local_port, login_user, kind, target, endpoint, allowed_cidrs, desired_state, \
+    current_state, configuration_status, configuration_status_indicator, \
+    configuration_status_timestamp, created_by, created_at, updated_at";
+
+fn remote_access_row(row: &Row<'_>) -> Result<RemoteAccess, StoreError> {
+    const W: &str = "remote access";
+    let id: String = col(row, 0, W)?;
+    let local_port: Option<i64> = col(row, 4, W)?;
+    let local_port = local_port
+        .map(|p| {
+            u16::try_from(p)
+                .map_err(|_| StoreError::Corrupt(format!("remote access {id}: local_port {p}")))
+        })
+        .transpose()?;
+    let cidrs: String = col(row, 9, W)?;
+    let state = |idx: usize| -> Result<RemoteAccessState, StoreError> {
+        let s: String = col(row, idx, W)?;
+        s.parse()
+            .map_err(|e| StoreError::Corrupt(format!("remote access {id}: {e}")))
+    };
+    let indicator: String = col(row, 13, W)?;
+    Ok(RemoteAccess {
+        tenant_id: col(row, 1, W)?,
+        instance: col(row, 2, W)?,
+        expiration_timestamp: col(row, 3, W)?,
+        local_port,
+        user: col(row, 5, W)?,
+        kind: col(row, 6, W)?,
+        target: col(row, 7, W)?,
+        endpoint: col(row, 8, W)?,
+        allowed_cidrs: from_json(&cidrs, &format!("allowed_cidrs of remote access {id}"))?,
+        desired_state: state(10)?,
+        current_state: state(11)?,
+        configuration_status: col(row, 12, W)?,
+        configuration_status_indicator: indicator
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("remote access {id}: {e}")))?,
+        configuration_status_timestamp: col(row, 14, W)?,
+        created_by: col(row, 15, W)?,
+        created_at: col(row, 16, W)?,
+        updated_at: col(row, 17, W)?,
+        resource_id: id,
+    })
+}
+
+/// `rmtacconf-` + 8 lowercase alphanumerics.
+fn new_remote_access_id() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let mut id = String::with_capacity(REMOTE_ACCESS_ID_PREFIX.len() + 8);
+    id.push_str(REMOTE_ACCESS_ID_PREFIX);
+    for _ in 0..8 {
+        id.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+    }
+    id
+}
+
+/// Attempts at finding an unused remote access id (36^8 ids: a collision is rare, two in a
+/// row rarer still).
+const REMOTE_ACCESS_ID_ATTEMPTS: usize = 8;
+
+/// Status of a configuration that waits for its node.
+const REMOTE_ACCESS_INITIAL_STATUS: &str = "waiting for the node";
+
+const DELETED: &str = "REMOTE_ACCESS_STATE_DELETED";
 
 // === impl Store for SqliteStore ===
 
@@ -1068,5 +1140,219 @@ impl Store for SqliteStore {
             audit_row,
             "listing audit events",
         )
+    }
+
+    fn create_remote_access(&self, rec: &NewRemoteAccess) -> Result<RemoteAccess, StoreError> {
+        let cidrs = to_json(&rec.allowed_cidrs, "remote access allowed_cidrs")?;
+        let now = crate::now_millis();
+        let conn = self.lock();
+        for _ in 0..REMOTE_ACCESS_ID_ATTEMPTS {
+            let id = new_remote_access_id();
+            let inserted = conn.execute(
+                &format!(
+                    "INSERT INTO remote_access ({REMOTE_ACCESS_COLS})
+                     VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                             ?15, ?14, ?14)"
+                ),
+                params![
+                    id,
+                    rec.tenant_id,
+                    rec.instance,
+                    rec.expiration_timestamp,
+                    rec.user,
+                    rec.kind,
+                    rec.target,
+                    rec.endpoint,
+                    cidrs,
+                    RemoteAccessState::Started.as_str(),
+                    RemoteAccessState::Configured.as_str(),
+                    REMOTE_ACCESS_INITIAL_STATUS,
+                    StatusIndicator::InProgress.as_str(),
+                    now,
+                    rec.created_by,
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                // The only unique key is the id: it was taken, try another.
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) if is_fk_violation(&e) => {
+                    return Err(StoreError::NotFound(format!(
+                        "node {} in tenant {}",
+                        rec.instance, rec.tenant_id
+                    )))
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "creating remote access configuration: {e}"
+                    )))
+                }
+            }
+            return query_opt(
+                &conn,
+                &format!("SELECT {REMOTE_ACCESS_COLS} FROM remote_access WHERE resource_id = ?1"),
+                [&id],
+                remote_access_row,
+                "reading back remote access configuration",
+            )?
+            .ok_or_else(|| {
+                StoreError::Backend(format!("remote access configuration {id} vanished"))
+            });
+        }
+        Err(StoreError::Conflict(format!(
+            "no unused remote access id after {REMOTE_ACCESS_ID_ATTEMPTS} attempts"
+        )))
+    }
+
+    fn remote_access(
+        &self,
+        tenant_id: &str,
+        resource_id: &str,
+    ) -> Result<Option<RemoteAccess>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!(
+                "SELECT {REMOTE_ACCESS_COLS} FROM remote_access
+                 WHERE tenant_id = ?1 AND resource_id = ?2"
+            ),
+            [tenant_id, resource_id],
+            remote_access_row,
+            "looking up remote access configuration",
+        )
+    }
+
+    fn list_remote_access(
+        &self,
+        tenant_id: &str,
+        filter: &RemoteAccessFilter,
+    ) -> Result<Vec<RemoteAccess>, StoreError> {
+        let include_deleted =
+            filter.include_deleted || filter.current_state == Some(RemoteAccessState::Deleted);
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {REMOTE_ACCESS_COLS} FROM remote_access
+                 WHERE tenant_id = ?1
+                   AND (?2 IS NULL OR instance = ?2)
+                   AND (?3 IS NULL OR current_state = ?3)
+                   AND (?4 OR current_state <> '{DELETED}')
+                 ORDER BY created_at DESC, resource_id DESC
+                 LIMIT ?5"
+            ),
+            params![
+                tenant_id,
+                filter.instance,
+                filter.current_state.map(RemoteAccessState::as_str),
+                include_deleted,
+                filter.effective_limit()
+            ],
+            remote_access_row,
+            "listing remote access configurations",
+        )
+    }
+
+    fn active_remote_access(&self) -> Result<Vec<RemoteAccess>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {REMOTE_ACCESS_COLS} FROM remote_access
+                 WHERE current_state <> '{DELETED}'
+                 ORDER BY created_at, resource_id"
+            ),
+            [],
+            remote_access_row,
+            "listing active remote access configurations",
+        )
+    }
+
+    fn set_remote_access_expiration(
+        &self,
+        tenant_id: &str,
+        resource_id: &str,
+        expiration: Millis,
+    ) -> Result<RemoteAccess, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!(
+                "UPDATE remote_access SET expiration_timestamp = ?3, updated_at = ?4
+                 WHERE tenant_id = ?1 AND resource_id = ?2 AND current_state <> '{DELETED}'
+                 RETURNING {REMOTE_ACCESS_COLS}"
+            ),
+            params![tenant_id, resource_id, expiration, crate::now_millis()],
+            remote_access_row,
+            "setting remote access expiration",
+        )?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "live remote access configuration {resource_id} in tenant {tenant_id}"
+            ))
+        })
+    }
+
+    fn set_remote_access_desired(
+        &self,
+        tenant_id: &str,
+        resource_id: &str,
+        desired: RemoteAccessState,
+    ) -> Result<RemoteAccess, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!(
+                "UPDATE remote_access SET desired_state = ?3, updated_at = ?4
+                 WHERE tenant_id = ?1 AND resource_id = ?2 AND current_state <> '{DELETED}'
+                 RETURNING {REMOTE_ACCESS_COLS}"
+            ),
+            params![
+                tenant_id,
+                resource_id,
+                desired.as_str(),
+                crate::now_millis()
+            ],
+            remote_access_row,
+            "setting remote access desired state",
+        )?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "live remote access configuration {resource_id} in tenant {tenant_id}"
+            ))
+        })
+    }
+
+    fn set_remote_access_status(
+        &self,
+        resource_id: &str,
+        current: RemoteAccessState,
+        indicator: StatusIndicator,
+        status: &str,
+        local_port: Option<u16>,
+        now: Millis,
+    ) -> Result<RemoteAccess, StoreError> {
+        if local_port == Some(0) {
+            return Err(StoreError::InvalidInput(format!(
+                "remote access {resource_id}: local_port 0 is not a port"
+            )));
+        }
+        query_opt(
+            &self.lock(),
+            &format!(
+                "UPDATE remote_access
+                 SET current_state = ?2, configuration_status_indicator = ?3,
+                     configuration_status = ?4, local_port = COALESCE(?5, local_port),
+                     configuration_status_timestamp = ?6, updated_at = ?6
+                 WHERE resource_id = ?1
+                 RETURNING {REMOTE_ACCESS_COLS}"
+            ),
+            params![
+                resource_id,
+                current.as_str(),
+                indicator.as_str(),
+                status,
+                local_port,
+                now
+            ],
+            remote_access_row,
+            "setting remote access status",
+        )?
+        .ok_or_else(|| StoreError::NotFound(format!("remote access configuration {resource_id}")))
     }
 }

@@ -4,10 +4,10 @@
 //! transaction together with its `schema_migrations` row, so a crash leaves the database at a
 //! whole version. Append only: never edit a migration that has shipped.
 //!
-//! Planned next migrations (kept out until their crates need them): `remote_access`
-//! (seed 000 `RemoteAccessConfiguration`: `rmtacconf-xxxxxxxx` id, desired/current state,
-//! status + indicator + timestamp, expiration, local_port, kind of access and target),
-//! issued session tokens, per-scope policies, and proxies (id, address, heartbeat) for peering.
+//! Version 2 adds `remote_access` (seed 000 `RemoteAccessConfiguration`).
+//!
+//! Planned next migrations (kept out until their crates need them): issued session tokens,
+//! per-scope policies, and proxies (id, address, heartbeat) for peering.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -16,7 +16,7 @@ use crate::error::StoreError;
 /// Schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1_INITIAL];
+pub(crate) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_REMOTE_ACCESS];
 
 const V1_INITIAL: &str = r#"
 CREATE TABLE tenants (
@@ -129,6 +129,45 @@ WHEN NEW.seq IS NOT NULL AND EXISTS (SELECT 1 FROM audit_events WHERE seq = NEW.
 BEGIN
     SELECT RAISE(ABORT, 'audit_events is append-only: seq reuse refused');
 END;
+"#;
+
+/// Seed 000 `RemoteAccessConfiguration`, plus the kind of access, its target, whether the
+/// proxy allocates an endpoint, and the source networks allowed to use it.
+const V2_REMOTE_ACCESS: &str = r#"
+CREATE TABLE remote_access (
+    resource_id     TEXT PRIMARY KEY,
+    tenant_id       TEXT NOT NULL REFERENCES tenants(id),
+    instance        TEXT NOT NULL,
+    expiration_timestamp  INTEGER NOT NULL,
+    local_port      INTEGER CHECK (local_port IS NULL OR local_port BETWEEN 1 AND 65535),
+    login_user      TEXT,
+    kind            TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    endpoint        INTEGER NOT NULL CHECK (endpoint IN (0, 1)),
+    allowed_cidrs   TEXT NOT NULL DEFAULT '[]',   -- JSON array of "ip/prefix"
+    desired_state   TEXT NOT NULL CHECK (desired_state IN (
+        'REMOTE_ACCESS_STATE_UNSPECIFIED', 'REMOTE_ACCESS_STATE_DELETED',
+        'REMOTE_ACCESS_STATE_ERROR', 'REMOTE_ACCESS_STATE_CONFIGURED',
+        'REMOTE_ACCESS_STATE_STARTED')),
+    current_state   TEXT NOT NULL CHECK (current_state IN (
+        'REMOTE_ACCESS_STATE_UNSPECIFIED', 'REMOTE_ACCESS_STATE_DELETED',
+        'REMOTE_ACCESS_STATE_ERROR', 'REMOTE_ACCESS_STATE_CONFIGURED',
+        'REMOTE_ACCESS_STATE_STARTED')),
+    configuration_status            TEXT NOT NULL,
+    configuration_status_indicator  TEXT NOT NULL
+        CHECK (configuration_status_indicator IN ('IDLE', 'IN_PROGRESS', 'ERROR')),
+    configuration_status_timestamp  INTEGER NOT NULL,
+    created_by      TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    -- The node must be one of the configuration's own tenant.
+    FOREIGN KEY (tenant_id, instance) REFERENCES nodes(tenant_id, id)
+);
+CREATE INDEX remote_access_by_state ON remote_access(tenant_id, current_state);
+CREATE INDEX remote_access_by_created ON remote_access(tenant_id, created_at);
+-- What the reconcile loop reads on every pass: the live rows of every tenant.
+CREATE INDEX remote_access_live ON remote_access(current_state)
+    WHERE current_state <> 'REMOTE_ACCESS_STATE_DELETED';
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], refusing one that is newer.

@@ -71,6 +71,10 @@ conformance!(
     certificates_round_trip,
     audit_round_trip_and_filters,
     tenant_isolation,
+    remote_access_round_trip,
+    remote_access_status_update,
+    remote_access_tenant_isolation,
+    remote_access_active_across_tenants,
 );
 
 #[test]
@@ -351,4 +355,59 @@ fn consume_join_token_race_across_connections() {
         .iter()
         .all(|r| r.is_ok() || matches!(r, Err(crate::ConsumeError::Exhausted))));
     assert_eq!(setup.join_token(&t.id, "shared").unwrap().unwrap().uses, 3);
+}
+
+#[test]
+fn version_1_database_gains_remote_access_and_keeps_rows() {
+    let dir = ScratchDir::new();
+    {
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
+        )
+        .unwrap();
+        conn.execute_batch(super::schema::MIGRATIONS[0]).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'old', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let t = store.tenant_by_name("old").unwrap().unwrap();
+    let n = store.create_node(&t.id, "n", &Labels::new()).unwrap();
+    let r = store
+        .create_remote_access(&crate::NewRemoteAccess {
+            tenant_id: t.id.clone(),
+            instance: n.id.clone(),
+            expiration_timestamp: 1,
+            user: None,
+            kind: "tcp".into(),
+            target: "127.0.0.1:22".into(),
+            endpoint: false,
+            allowed_cidrs: vec![],
+            created_by: "root".into(),
+        })
+        .unwrap();
+    assert!(crate::testsuite::is_remote_access_id(&r.resource_id));
+    // The CHECK constraints hold even for raw SQL.
+    let conn = Connection::open(dir.db()).unwrap();
+    assert!(conn
+        .execute(
+            "UPDATE remote_access SET current_state = 'BOGUS' WHERE resource_id = ?1",
+            [&r.resource_id],
+        )
+        .is_err());
+    assert!(conn
+        .execute(
+            "UPDATE remote_access SET local_port = 70000 WHERE resource_id = ?1",
+            [&r.resource_id],
+        )
+        .is_err());
 }
