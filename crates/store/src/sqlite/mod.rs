@@ -1236,7 +1236,7 @@ impl Store for SqliteStore {
                    AND (?2 IS NULL OR instance = ?2)
                    AND (?3 IS NULL OR current_state = ?3)
                    AND (?4 OR current_state <> '{DELETED}')
-                 ORDER BY created_at DESC, resource_id DESC
+                 ORDER BY created_at DESC, rowid DESC
                  LIMIT ?5"
             ),
             params![
@@ -1257,7 +1257,7 @@ impl Store for SqliteStore {
             &format!(
                 "SELECT {REMOTE_ACCESS_COLS} FROM remote_access
                  WHERE current_state <> '{DELETED}'
-                 ORDER BY created_at, resource_id"
+                 ORDER BY created_at, rowid"
             ),
             [],
             remote_access_row,
