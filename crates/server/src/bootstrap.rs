@@ -13,8 +13,6 @@ use adit_store::{SqliteStore, Store};
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 
-use crate::metrics::Metrics;
-use crate::registry::TunnelRegistry;
 use crate::state::{AppState, Settings};
 
 /// The default tenant created on first start.
@@ -155,15 +153,7 @@ pub fn bootstrap(
         store.bind_role(&tenant.id, &user.id, "admin", &Default::default())?;
     }
 
-    let state = AppState {
-        store: Arc::new(store),
-        ca: Arc::new(ca),
-        signer: Arc::new(signer),
-        settings: Arc::new(settings),
-        registry: Arc::new(TunnelRegistry::default()),
-        metrics: Arc::new(Metrics::default()),
-        sessions: Default::default(),
-    };
+    let state = AppState::new(Arc::new(store), ca, signer, settings);
     Ok(Bootstrapped {
         state,
         tls,

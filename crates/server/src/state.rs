@@ -58,6 +58,27 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
 }
 
+impl AppState {
+    /// State with nothing connected yet: an empty tunnel registry, zeroed
+    /// metrics, no session endpoints.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ca: CertificateAuthority,
+        signer: SigningKey,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            ca: Arc::new(ca),
+            signer: Arc::new(signer),
+            settings: Arc::new(settings),
+            registry: Arc::new(TunnelRegistry::default()),
+            metrics: Arc::new(Metrics::default()),
+            sessions: Default::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")

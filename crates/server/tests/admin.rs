@@ -14,8 +14,6 @@ use adit_api::{
 use adit_pki::{CertificateAuthority, SigningKey};
 use adit_server::api::router;
 use adit_server::auth::hash_password;
-use adit_server::metrics::Metrics;
-use adit_server::registry::TunnelRegistry;
 use adit_server::state::{AppState, ClientAddr, Settings};
 use adit_store::{AuditEvent, AuditFilter, Labels, SqliteStore, Store};
 use axum::body::Body;
@@ -42,15 +40,12 @@ fn env() -> Env {
     store
         .bind_role(&tenant.id, &root.id, "admin", &Labels::new())
         .unwrap();
-    let state = AppState {
-        store: Arc::new(store),
-        ca: Arc::new(CertificateAuthority::generate("Adit test CA").unwrap()),
-        signer: Arc::new(SigningKey::generate().unwrap()),
-        settings: Arc::new(Settings::default()),
-        registry: Arc::new(TunnelRegistry::default()),
-        metrics: Arc::new(Metrics::default()),
-        sessions: Default::default(),
-    };
+    let state = AppState::new(
+        Arc::new(store),
+        CertificateAuthority::generate("Adit test CA").unwrap(),
+        SigningKey::generate().unwrap(),
+        Settings::default(),
+    );
     Env {
         app: router(state.clone()),
         state,

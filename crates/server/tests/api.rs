@@ -9,8 +9,6 @@ use adit_api::{
 use adit_pki::{AccessClaims, CertificateAuthority, JoinToken, SigningKey, AUD_ACCESS};
 use adit_server::api::router;
 use adit_server::auth::hash_password;
-use adit_server::metrics::Metrics;
-use adit_server::registry::TunnelRegistry;
 use adit_server::state::{AppState, PeerCert, Settings};
 use adit_store::{AuditFilter, JoinTokenRecord, Labels, SqliteStore, Store};
 use axum::body::Body;
@@ -37,15 +35,12 @@ fn env() -> Env {
     store
         .bind_role(&tenant.id, &admin.id, "admin", &Labels::new())
         .unwrap();
-    let state = AppState {
-        store: Arc::new(store),
-        ca: Arc::new(CertificateAuthority::generate("Adit test CA").unwrap()),
-        signer: Arc::new(SigningKey::generate().unwrap()),
-        settings: Arc::new(Settings::default()),
-        registry: Arc::new(TunnelRegistry::default()),
-        metrics: Arc::new(Metrics::default()),
-        sessions: Default::default(),
-    };
+    let state = AppState::new(
+        Arc::new(store),
+        CertificateAuthority::generate("Adit test CA").unwrap(),
+        SigningKey::generate().unwrap(),
+        Settings::default(),
+    );
     Env {
         app: router(state.clone()),
         state,

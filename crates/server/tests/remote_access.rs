@@ -10,8 +10,6 @@ use adit_api::{remote_access_state as st, LoginResponse, RemoteAccessInfo};
 use adit_pki::{CertificateAuthority, SigningKey};
 use adit_server::api::router;
 use adit_server::auth::hash_password;
-use adit_server::metrics::Metrics;
-use adit_server::registry::TunnelRegistry;
 use adit_server::state::{AppState, ClientAddr, Settings};
 use adit_store::{AuditEvent, AuditFilter, Labels, SqliteStore};
 use axum::body::Body;
@@ -30,15 +28,12 @@ struct Env {
 }
 
 fn env() -> Env {
-    let state = AppState {
-        store: Arc::new(SqliteStore::open_in_memory().unwrap()),
-        ca: Arc::new(CertificateAuthority::generate("Adit test CA").unwrap()),
-        signer: Arc::new(SigningKey::generate().unwrap()),
-        settings: Arc::new(Settings::default()),
-        registry: Arc::new(TunnelRegistry::default()),
-        metrics: Arc::new(Metrics::default()),
-        sessions: Default::default(),
-    };
+    let state = AppState::new(
+        Arc::new(SqliteStore::open_in_memory().unwrap()),
+        CertificateAuthority::generate("Adit test CA").unwrap(),
+        SigningKey::generate().unwrap(),
+        Settings::default(),
+    );
     Env {
         app: router(state.clone()),
         state,

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 
 use adit_pki::{CertificateAuthority, SigningKey};
-use adit_server::metrics::Metrics;
-use adit_server::registry::TunnelRegistry;
 use adit_server::sessions;
 use adit_server::state::{AppState, Settings};
 use adit_store::{Labels, NewRemoteAccess, RemoteAccessState, SqliteStore, Store};
@@ -20,15 +18,12 @@ fn state(ports: std::ops::RangeInclusive<u16>) -> (AppState, String, String) {
         endpoint_ports: ports,
         ..Settings::default()
     };
-    let state = AppState {
-        store: Arc::new(store),
-        ca: Arc::new(CertificateAuthority::generate("Adit test CA").unwrap()),
-        signer: Arc::new(SigningKey::generate().unwrap()),
-        settings: Arc::new(settings),
-        registry: Arc::new(TunnelRegistry::default()),
-        metrics: Arc::new(Metrics::default()),
-        sessions: Default::default(),
-    };
+    let state = AppState::new(
+        Arc::new(store),
+        CertificateAuthority::generate("Adit test CA").unwrap(),
+        SigningKey::generate().unwrap(),
+        settings,
+    );
     (state, tenant.id, node.id)
 }
 
