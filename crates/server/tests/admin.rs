@@ -4,23 +4,21 @@
 //! The centrepiece is [`tenant_isolation_matrix`]: every authenticated endpoint of the
 //! router, called by users of one tenant with the ids and names of another's rows.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
 use adit_api::{
     AuditEventInfo, CreatedJoinToken, CreatedTenant, EnrollResponse, LoginResponse,
     RoleBindingInfo, TenantInfo, UserInfo, WhoAmI,
 };
-use adit_pki::{CertificateAuthority, SigningKey};
 use adit_server::api::router;
 use adit_server::auth::hash_password;
-use adit_server::state::{AppState, ClientAddr, Settings};
-use adit_store::{AuditEvent, AuditFilter, Labels, SqliteStore, Store};
+use adit_server::state::{AppState, Settings};
+use adit_store::{AuditEvent, AuditFilter, Labels};
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
 use axum::Router;
+use common::{labels, request, send, test_state, Reply};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const ROOT_PW: &str = "root-password-123";
 const SOURCE: &str = "192.0.2.7:5555";
@@ -32,7 +30,8 @@ struct Env {
 }
 
 fn env() -> Env {
-    let store = SqliteStore::open_in_memory().unwrap();
+    let state = test_state(Settings::default());
+    let store = &state.store;
     let tenant = store.create_tenant("default").unwrap();
     let root = store
         .create_user(&tenant.id, "root", &hash_password(ROOT_PW).unwrap())
@@ -40,12 +39,6 @@ fn env() -> Env {
     store
         .bind_role(&tenant.id, &root.id, "admin", &Labels::new())
         .unwrap();
-    let state = AppState::new(
-        Arc::new(store),
-        CertificateAuthority::generate("Adit test CA").unwrap(),
-        SigningKey::generate().unwrap(),
-        Settings::default(),
-    );
     Env {
         app: router(state.clone()),
         state,
@@ -53,70 +46,9 @@ fn env() -> Env {
     }
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: Value,
-    text: String,
-}
-
-impl Reply {
-    fn message(&self) -> &str {
-        self.body["message"].as_str().unwrap_or_default()
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_value(self.body.clone())
-            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.text))
-    }
-
-    #[track_caller]
-    fn expect(&self, status: StatusCode) -> &Self {
-        assert_eq!(self.status, status, "body: {}", self.text);
-        if !status.is_success() {
-            // Every error carries an ApiError.
-            let _: adit_api::ApiError = self.json();
-        }
-        self
-    }
-
-    /// JSON Lines bodies, one value per line.
-    fn lines<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
-        self.text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: line {l}")))
-            .collect()
-    }
-}
-
 impl Env {
     async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 26)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            content_type,
-            body,
-            text,
-        }
+        send(&self.app, req).await
     }
 
     /// A request from [`SOURCE`].
@@ -126,20 +58,7 @@ impl Env {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Request<Body> {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let mut req = match body {
-            Some(v) => b
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(v.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
-        req.extensions_mut()
-            .insert(ClientAddr(SOURCE.parse::<SocketAddr>().unwrap()));
-        req
+        request(method, path, token, body, Some(SOURCE.parse().unwrap()))
     }
 
     async fn call(

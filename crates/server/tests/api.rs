@@ -1,6 +1,8 @@
 //! The HTTP API driven in memory (no sockets): the real router, the real SQLite store
 //! (in memory), a real CA and signing key.
 
+mod common;
+
 use std::sync::Arc;
 
 use adit_api::{
@@ -10,11 +12,12 @@ use adit_pki::{AccessClaims, CertificateAuthority, JoinToken, SigningKey, AUD_AC
 use adit_server::api::router;
 use adit_server::auth::hash_password;
 use adit_server::state::{AppState, PeerCert, Settings};
-use adit_store::{AuditFilter, JoinTokenRecord, Labels, SqliteStore, Store};
+use adit_store::{AuditFilter, JoinTokenRecord, Labels};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use base64::Engine;
+use common::{labels, request, send, test_state, Reply};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -27,7 +30,8 @@ struct Env {
 }
 
 fn env() -> Env {
-    let store = SqliteStore::open_in_memory().unwrap();
+    let state = test_state(Settings::default());
+    let store = &state.store;
     let tenant = store.create_tenant("default").unwrap();
     let admin = store
         .create_user(&tenant.id, "admin", &hash_password(ADMIN_PW).unwrap())
@@ -35,12 +39,6 @@ fn env() -> Env {
     store
         .bind_role(&tenant.id, &admin.id, "admin", &Labels::new())
         .unwrap();
-    let state = AppState::new(
-        Arc::new(store),
-        CertificateAuthority::generate("Adit test CA").unwrap(),
-        SigningKey::generate().unwrap(),
-        Settings::default(),
-    );
     Env {
         app: router(state.clone()),
         state,
@@ -48,54 +46,9 @@ fn env() -> Env {
     }
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    text: String,
-}
-
-impl Reply {
-    fn code(&self) -> &str {
-        self.body["code"].as_str().unwrap_or_default()
-    }
-
-    fn message(&self) -> &str {
-        self.body["message"].as_str().unwrap_or_default()
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_value(self.body.clone())
-            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.text))
-    }
-
-    #[track_caller]
-    fn expect(&self, status: StatusCode) -> &Self {
-        assert_eq!(self.status, status, "body: {}", self.text);
-        if !status.is_success() {
-            // Every error carries an ApiError.
-            let _: adit_api::ApiError = self.json();
-        }
-        self
-    }
-}
-
 impl Env {
     async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, body, text }
+        send(&self.app, req).await
     }
 
     fn request(
@@ -104,17 +57,7 @@ impl Env {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Request<Body> {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        match body {
-            Some(v) => b
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(v.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        }
+        request(method, path, token, body, None)
     }
 
     async fn call(

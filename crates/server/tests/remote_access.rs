@@ -3,20 +3,17 @@
 //! these tests see what the API records (desired state, expiration, audit), not the
 //! endpoint lifecycle.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
 use adit_api::{remote_access_state as st, LoginResponse, RemoteAccessInfo};
-use adit_pki::{CertificateAuthority, SigningKey};
 use adit_server::api::router;
 use adit_server::auth::hash_password;
-use adit_server::state::{AppState, ClientAddr, Settings};
-use adit_store::{AuditEvent, AuditFilter, Labels, SqliteStore};
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use adit_server::state::{AppState, Settings};
+use adit_store::{AuditEvent, AuditFilter};
+use axum::http::{Method, StatusCode};
 use axum::Router;
+use common::{labels, request, send, test_state, Reply};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const PW: &str = "a-long-enough-password";
 const SOURCE: &str = "192.0.2.7:5555";
@@ -28,49 +25,10 @@ struct Env {
 }
 
 fn env() -> Env {
-    let state = AppState::new(
-        Arc::new(SqliteStore::open_in_memory().unwrap()),
-        CertificateAuthority::generate("Adit test CA").unwrap(),
-        SigningKey::generate().unwrap(),
-        Settings::default(),
-    );
+    let state = test_state(Settings::default());
     Env {
         app: router(state.clone()),
         state,
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    text: String,
-}
-
-impl Reply {
-    #[track_caller]
-    fn expect(&self, status: StatusCode) -> &Self {
-        assert_eq!(self.status, status, "body: {}", self.text);
-        if !status.is_success() {
-            let _: adit_api::ApiError = self.json();
-        }
-        self
-    }
-
-    #[track_caller]
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_value(self.body.clone())
-            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.text))
-    }
-
-    fn message(&self) -> &str {
-        self.body["message"].as_str().unwrap_or_default()
     }
 }
 
@@ -89,30 +47,12 @@ struct Tenant {
 
 impl Env {
     async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
-        let b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"));
-        let mut req = match body {
-            Some(v) => b
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(v.to_string()))
-                .unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
-        req.extensions_mut()
-            .insert(ClientAddr(SOURCE.parse::<SocketAddr>().unwrap()));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Reply {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            text,
-        }
+        let source = SOURCE.parse().unwrap();
+        send(
+            &self.app,
+            request(method, path, Some(token), body, Some(source)),
+        )
+        .await
     }
 
     async fn get(&self, path: &str, token: &str) -> Reply {
@@ -132,22 +72,14 @@ impl Env {
     }
 
     async fn login(&self, tenant: &str, user: &str) -> String {
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/login")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                json!({"tenant": tenant, "user": user, "password": PW}).to_string(),
-            ))
-            .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        serde_json::from_slice::<LoginResponse>(&bytes)
-            .unwrap()
-            .access_token
+        let body = json!({"tenant": tenant, "user": user, "password": PW});
+        let r = send(
+            &self.app,
+            request(Method::POST, "/v1/login", None, Some(body), None),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.json::<LoginResponse>().access_token
     }
 
     async fn tenant(&self, name: &str) -> Tenant {
@@ -482,13 +414,12 @@ async fn authorization() {
     assert_eq!(e.audit(&t.id, "session.delete")[0].outcome, "denied");
 
     // No token: 401.
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri("/v1/remote-access")
-        .body(Body::empty())
-        .unwrap();
-    let resp = e.app.clone().oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let r = send(
+        &e.app,
+        request(Method::GET, "/v1/remote-access", None, None, None),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // A revoked node cannot get new remote access.
     e.state

@@ -1,29 +1,23 @@
 //! 1,000 create/delete cycles of endpoint sessions leak no ports, tasks or
 //! live rows. Drives the real store and the real reconcile loop in process.
 
-use std::sync::Arc;
+mod common;
 
-use adit_pki::{CertificateAuthority, SigningKey};
 use adit_server::sessions;
 use adit_server::state::{AppState, Settings};
-use adit_store::{Labels, NewRemoteAccess, RemoteAccessState, SqliteStore, Store};
+use adit_store::{Labels, NewRemoteAccess, RemoteAccessState};
+use common::test_state;
 
 fn state(ports: std::ops::RangeInclusive<u16>) -> (AppState, String, String) {
-    let store = SqliteStore::open_in_memory().unwrap();
-    let tenant = store.create_tenant("default").unwrap();
-    let node = store
-        .create_node(&tenant.id, "dev1", &Labels::new())
-        .unwrap();
-    let settings = Settings {
+    let state = test_state(Settings {
         endpoint_ports: ports,
         ..Settings::default()
-    };
-    let state = AppState::new(
-        Arc::new(store),
-        CertificateAuthority::generate("Adit test CA").unwrap(),
-        SigningKey::generate().unwrap(),
-        settings,
-    );
+    });
+    let tenant = state.store.create_tenant("default").unwrap();
+    let node = state
+        .store
+        .create_node(&tenant.id, "dev1", &Labels::new())
+        .unwrap();
     (state, tenant.id, node.id)
 }
 
