@@ -2,7 +2,8 @@
 //!
 //! Action names: `login`, `join_token.create`, `join_token.revoke`, `node.enroll`,
 //! `node.renew`, `node.revoke`, `stream.open`, `session.create`, `session.extend`,
-//! `session.delete`, `session.start`, `session.end`, `session.expire`. Outcomes: `ok`, `denied`, `error`.
+//! `session.delete`, `session.start`, `session.end`, `session.expire`, `tenant.create`,
+//! `user.create`, `user.delete`, `user.password`, `role.bind`, `role.unbind`. Outcomes: `ok`, `denied`, `error`.
 //! Details never carry secrets (passwords, token strings, keys).
 
 use std::net::SocketAddr;
@@ -19,6 +20,15 @@ pub const NODE_RENEW: &str = "node.renew";
 pub const NODE_REVOKE: &str = "node.revoke";
 pub const STREAM_OPEN: &str = "stream.open";
 pub const SESSION_START: &str = "session.start";
+pub const USER_CREATE: &str = "user.create";
+pub const USER_DELETE: &str = "user.delete";
+pub const USER_PASSWORD: &str = "user.password";
+pub const SESSION_CREATE: &str = "session.create";
+pub const SESSION_EXTEND: &str = "session.extend";
+pub const SESSION_DELETE: &str = "session.delete";
+pub const TENANT_CREATE: &str = "tenant.create";
+pub const ROLE_BIND: &str = "role.bind";
+pub const ROLE_UNBIND: &str = "role.unbind";
 pub const SESSION_END: &str = "session.end";
 pub const SESSION_EXPIRE: &str = "session.expire";
 

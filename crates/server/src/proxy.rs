@@ -337,8 +337,8 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
                     &ctx.actor,
                     Some(peer),
                     ctx.node_id.as_deref(),
-                    "stream.open",
-                    "denied",
+                    crate::audit::STREAM_OPEN,
+                    crate::audit::DENIED,
                     json!({ "kind": header.kind, "target": header.target, "reason": refusal.reason }),
                 );
             }

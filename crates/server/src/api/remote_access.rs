@@ -9,6 +9,7 @@
 //! `Connect` on it. A configuration whose node the caller may not read is reported exactly
 //! like one that does not exist (as are other tenants' configurations).
 
+use crate::audit::{SESSION_CREATE, SESSION_DELETE, SESSION_EXTEND};
 use std::collections::HashMap;
 
 use adit_api::{
@@ -29,10 +30,6 @@ use crate::audit;
 use crate::auth::Principal;
 use crate::authz::{allowed, allowed_somewhere, Permission};
 use crate::state::{AppState, ClientAddr};
-
-pub(crate) const SESSION_CREATE: &str = "session.create";
-pub(crate) const SESSION_EXTEND: &str = "session.extend";
-pub(crate) const SESSION_DELETE: &str = "session.delete";
 
 /// Target port on the node when the request names none (sshd).
 const DEFAULT_TARGET_PORT: u16 = 22;

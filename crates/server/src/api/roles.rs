@@ -3,6 +3,7 @@
 //! The four roles (`admin`, `operator`, `viewer`, `auditor`) are fixed; a binding gives
 //! one of them to one user, narrowed to the nodes its label selector matches.
 
+use crate::audit::{ROLE_BIND, ROLE_UNBIND};
 use adit_api::{BindRoleRequest, RoleBindingInfo, RoleInfo};
 use adit_store::{RoleBinding, StoreError, User};
 use axum::extract::rejection::QueryRejection;
@@ -17,9 +18,6 @@ use super::{shown, source, ApiFailure, ApiJson};
 use crate::audit;
 use crate::auth::Principal;
 use crate::state::{AppState, ClientAddr};
-
-pub(crate) const ROLE_BIND: &str = "role.bind";
-pub(crate) const ROLE_UNBIND: &str = "role.unbind";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

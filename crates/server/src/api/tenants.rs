@@ -3,6 +3,7 @@
 //! Only an admin of the bootstrap tenant (`default`) bound with an empty selector may use
 //! it; everyone else gets 403.
 
+use crate::audit::TENANT_CREATE;
 use adit_api::{CreateTenantRequest, CreatedTenant, TenantInfo};
 use adit_store::{StoreError, Tenant};
 use axum::extract::State;
@@ -18,8 +19,6 @@ use crate::audit;
 use crate::auth::Principal;
 use crate::bootstrap::DEFAULT_TENANT;
 use crate::state::{AppState, ClientAddr};
-
-pub(crate) const TENANT_CREATE: &str = "tenant.create";
 
 const MAX_TENANT_NAME: usize = 63;
 

@@ -3,6 +3,7 @@
 //! Users are always those of the caller's tenant; a user of another tenant is reported
 //! exactly like a missing one. Password hashes never leave the server.
 
+use crate::audit::{USER_CREATE, USER_DELETE, USER_PASSWORD};
 use std::sync::Arc;
 
 use adit_api::{CreateUserRequest, RoleInfo, SetPasswordRequest, UserInfo, MIN_PASSWORD_LEN};
@@ -17,10 +18,6 @@ use crate::audit;
 use crate::auth::{self, LimiterKey, LoginLimiter, Principal};
 use crate::authz::{allowed, Permission};
 use crate::state::{AppState, ClientAddr};
-
-pub(crate) const USER_CREATE: &str = "user.create";
-pub(crate) const USER_DELETE: &str = "user.delete";
-pub(crate) const USER_PASSWORD: &str = "user.password";
 
 /// Longest user name.
 const MAX_USER_NAME: usize = 64;
