@@ -6,7 +6,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub mod openapi;
+mod tokens;
+pub use tokens::*;
 
 /// Node labels and label selectors.
 pub type Labels = BTreeMap<String, String>;
@@ -16,6 +21,9 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
+    /// `GET`: the OpenAPI 3.0 document of this API ([`super::openapi::document`]).
+    /// Unauthenticated.
+    pub const OPENAPI: &str = "/v1/openapi.json";
     /// `GET`: the CA certificate ([`super::CaInfo`]). Unauthenticated.
     pub const CA: &str = "/v1/ca";
     /// `GET`: the control plane's public signing keys as JWKS. Unauthenticated.
@@ -71,6 +79,16 @@ pub mod paths {
     /// → [`super::RemoteAccessInfo`] (extends); `DELETE` → [`super::RemoteAccessInfo`]
     /// (asks for teardown: `desired_state` becomes DELETED).
     pub const REMOTE_ACCESS_ONE: &str = "/v1/remote-access/{id}";
+    /// `POST` [`super::CreateSessionTokenRequest`] → [`super::CreatedSessionToken`] (201);
+    /// `GET` → `Vec<`[`super::SessionTokenInfo`]`>`, oldest first.
+    pub const SESSION_TOKENS: &str = "/v1/session-tokens";
+    /// `DELETE` → [`super::SessionTokenInfo`] (revokes it at once).
+    pub const SESSION_TOKEN: &str = "/v1/session-tokens/{id}";
+    /// `POST` [`super::CreateApiTokenRequest`] → [`super::CreatedApiToken`] (201);
+    /// `GET` → `Vec<`[`super::ApiTokenInfo`]`>`, oldest first.
+    pub const API_TOKENS: &str = "/v1/api-tokens";
+    /// `DELETE` → [`super::ApiTokenInfo`] (revokes it at once).
+    pub const API_TOKEN: &str = "/v1/api-tokens/{id}";
 }
 
 /// Stream kinds in `OPEN` headers.
@@ -83,7 +101,7 @@ pub mod kinds {
 }
 
 /// An error body: every non-2xx response carries one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
     /// Stable machine-readable code, e.g. `unauthenticated`, `forbidden`,
@@ -93,7 +111,7 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaInfo {
     pub ca_pem: String,
@@ -101,7 +119,7 @@ pub struct CaInfo {
     pub pin: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Tenant name; may be omitted when the user name is unique.
@@ -111,7 +129,7 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginResponse {
     /// ES256 JWT (audience `adit-api`), sent as `Authorization: Bearer`.
@@ -121,14 +139,15 @@ pub struct LoginResponse {
     pub tenant: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleInfo {
+    #[schemars(schema_with = "openapi::role_name_schema")]
     pub role: String,
     pub selector: Labels,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhoAmI {
     pub user: String,
@@ -139,11 +158,12 @@ pub struct WhoAmI {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinTokenRequest {
     /// Lifetime in seconds (default 3600, at most 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604_800))]
     pub ttl_secs: Option<u64>,
     /// How many enrolments it allows (default 1; `0` = unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +173,7 @@ pub struct CreateJoinTokenRequest {
     pub labels: Labels,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatedJoinToken {
     pub id: String,
@@ -164,7 +184,7 @@ pub struct CreatedJoinToken {
     pub labels: Labels,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinTokenInfo {
     pub id: String,
@@ -178,7 +198,7 @@ pub struct JoinTokenInfo {
 }
 
 /// What an agent reports about its device.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFacts {
     pub agent_version: String,
@@ -189,12 +209,13 @@ pub struct NodeFacts {
     pub tunnel_mode: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The full join token string.
     pub token: String,
     /// Requested node name (unique among the tenant's live nodes).
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub name: String,
     /// PKCS#10 CSR (PEM) for the agent's own key; the server decides every
     /// name and usage in the certificate.
@@ -205,14 +226,14 @@ pub struct EnrollRequest {
     pub facts: NodeFacts,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr_pem: String,
 }
 
 /// The agent's credentials, from enrolment or renewal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollResponse {
     pub node_id: String,
@@ -226,13 +247,14 @@ pub struct EnrollResponse {
     pub grant_jwks: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeInfo {
     pub id: String,
     pub name: String,
     pub labels: Labels,
     /// `online` or `offline`.
+    #[schemars(schema_with = "openapi::node_status_schema")]
     pub status: String,
     pub last_seen: Option<i64>,
     pub agent_version: Option<String>,
@@ -278,7 +300,7 @@ pub const ROLE_NAMES: &[&str] = &["admin", "operator", "viewer", "auditor"];
 /// Shortest password the server accepts.
 pub const MIN_PASSWORD_LEN: usize = 12;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantInfo {
     pub id: String,
@@ -286,19 +308,22 @@ pub struct TenantInfo {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
     /// When given (with `admin_password`), this user is created in the new tenant with
     /// the `admin` role on every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._@-]{1,64}$"))]
     pub admin_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 12))]
     pub admin_password: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatedTenant {
     pub tenant: TenantInfo,
@@ -307,7 +332,7 @@ pub struct CreatedTenant {
 }
 
 /// A user as the API shows it (never with its password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInfo {
     pub id: String,
@@ -317,44 +342,51 @@ pub struct UserInfo {
     pub roles: Vec<RoleInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._@-]{1,64}$"))]
     pub name: String,
     /// At least [`MIN_PASSWORD_LEN`] characters.
+    #[schemars(length(min = 12))]
     pub password: String,
     /// Role bindings to create with the user.
     #[serde(default)]
     pub roles: Vec<RoleInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPasswordRequest {
     /// The caller's current password: required to change one's own password, refused
     /// when an admin resets someone else's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
+    /// At least [`MIN_PASSWORD_LEN`] characters.
+    #[schemars(length(min = 12))]
     pub new: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBindingInfo {
     pub id: String,
     pub user: String,
     pub user_id: String,
+    #[schemars(schema_with = "openapi::role_name_schema")]
     pub role: String,
     pub selector: Labels,
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindRoleRequest {
     /// User name or id.
     pub user: String,
     /// One of [`ROLE_NAMES`].
+    #[schemars(schema_with = "openapi::role_name_schema")]
     pub role: String,
     /// Node label selector; empty means every node (and tenant-wide powers).
     #[serde(default)]
@@ -362,7 +394,7 @@ pub struct BindRoleRequest {
 }
 
 /// Query parameters of [`paths::AUDIT`] and [`paths::AUDIT_EXPORT`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Events at or after this time (unix ms).
@@ -422,7 +454,7 @@ impl AuditQuery {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEventInfo {
     /// Strictly increasing within the server.
@@ -438,6 +470,7 @@ pub struct AuditEventInfo {
     pub session_id: Option<String>,
     pub action: String,
     /// `ok`, `denied` or `error`.
+    #[schemars(schema_with = "openapi::audit_outcome_schema")]
     pub outcome: String,
     pub detail: serde_json::Value,
 }
@@ -475,7 +508,7 @@ pub mod remote_access_state {
 pub const REMOTE_ACCESS_MAX_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// A remote access configuration (seed 000 `RemoteAccessConfiguration`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteAccessInfo {
     /// `rmtacconf-` + 8 lowercase alphanumerics.
@@ -491,6 +524,7 @@ pub struct RemoteAccessInfo {
     /// Remote login user on the node.
     pub user: Option<String>,
     /// Kind of access, `tcp`.
+    #[schemars(schema_with = "openapi::stream_kind_schema")]
     pub kind: String,
     /// Target as seen from the node, e.g. `127.0.0.1:22`.
     pub target: String,
@@ -499,11 +533,14 @@ pub struct RemoteAccessInfo {
     /// Source networks allowed to use the endpoint; empty means any.
     pub allowed_cidrs: Vec<String>,
     /// One of [`remote_access_state`].
+    #[schemars(schema_with = "openapi::remote_access_state_schema")]
     pub desired_state: String,
     /// One of [`remote_access_state`].
+    #[schemars(schema_with = "openapi::remote_access_state_schema")]
     pub current_state: String,
     pub configuration_status: String,
     /// `IDLE`, `IN_PROGRESS` or `ERROR`.
+    #[schemars(schema_with = "openapi::status_indicator_schema")]
     pub configuration_status_indicator: String,
     pub configuration_status_timestamp: i64,
     /// User name of the creator.
@@ -512,21 +549,24 @@ pub struct RemoteAccessInfo {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRemoteAccessRequest {
     /// Node name or id.
     pub node: String,
     /// Lifetime in seconds, 1 to [`REMOTE_ACCESS_MAX_TTL_SECS`].
+    #[schemars(range(min = 1, max = "REMOTE_ACCESS_MAX_TTL_SECS"))]
     pub ttl_secs: u64,
     /// Open a temporary endpoint on the server.
     #[serde(default)]
     pub endpoint: bool,
     /// Remote login user on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,31}$"))]
     pub user: Option<String>,
     /// Target port on the node's loopback (default 22).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     /// Source networks (`ip/prefix`, or a bare address) allowed to use the endpoint;
     /// empty means any.
@@ -535,15 +575,16 @@ pub struct CreateRemoteAccessRequest {
 }
 
 /// Extends (or shortens) a configuration: the new expiration is now + `ttl_secs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRemoteAccessRequest {
     /// 1 to [`REMOTE_ACCESS_MAX_TTL_SECS`].
+    #[schemars(range(min = 1, max = "REMOTE_ACCESS_MAX_TTL_SECS"))]
     pub ttl_secs: u64,
 }
 
 /// Query parameters of `GET` [`paths::REMOTE_ACCESS`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteAccessQuery {
     /// Node name or id.

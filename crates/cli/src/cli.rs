@@ -24,6 +24,23 @@ pub struct Cli {
     #[arg(long, global = true, env = "ADIT_SERVER", value_name = "URL")]
     pub server: Option<String>,
 
+    /// Use this token instead of the saved login: a session token from `adit access
+    /// token` (ssh, forward and proxy-stdio to its node, no login needed: the token names
+    /// the server and its CA), or an API token from `adit api-tokens create`.
+    #[arg(
+        long,
+        global = true,
+        env = "ADIT_TOKEN",
+        value_name = "JWT",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Which instance of a session token this client is (1 to the token's instances).
+    #[arg(long, global = true, env = "ADIT_INSTANCE", value_name = "K",
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub instance: Option<u8>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -85,6 +102,31 @@ pub enum Command {
     /// Example: `adit access create kiosk-7 --ttl 1h --endpoint --user pi`
     #[command(subcommand)]
     Access(AccessCommand),
+    /// API tokens: act as yourself from automation, until expiry or revocation.
+    ///
+    /// Example: `ADIT_TOKEN="$(adit api-tokens create ci --ttl 30d)" adit nodes ls`
+    #[command(subcommand, name = "api-tokens")]
+    ApiTokens(ApiTokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokensCommand {
+    /// Create an API token; prints only the token on stdout.
+    Create {
+        /// What it is for (letters, digits, '.', '_', '-').
+        name: String,
+        /// How long it is valid (at least 1m, at most 365d).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        ttl: Duration,
+    },
+    /// List your API tokens (admins: all of the tenant's).
+    #[command(alias = "list")]
+    Ls,
+    /// Revoke an API token at once.
+    Revoke {
+        /// Token id (from `adit api-tokens ls`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +440,35 @@ pub enum AccessCommand {
         /// Resource id (rmtacconf-...).
         id: String,
     },
+    /// Issue a session token: whoever holds it can reach the node with
+    /// `adit --token JWT ssh|forward|proxy-stdio NODE ...`, without logging in.
+    ///
+    /// Prints only the token on stdout (details on stderr).
+    /// Example: `adit --token "$(adit access token kiosk-7 --ttl 1h --instances 2)" ssh pi@kiosk-7`
+    Token(AccessTokenArgs),
+    /// List session tokens of the nodes you can see.
+    Tokens,
+    /// Revoke a session token: new streams are refused and open ones are cut at once.
+    RevokeToken {
+        /// Token id (`jti`, from `adit access tokens` or `adit token decode`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AccessTokenArgs {
+    /// Node name or id.
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// How long the token is valid (at least 1m, at most 7d).
+    #[arg(long, value_parser = parse_access_ttl, value_name = "DURATION")]
+    pub ttl: Duration,
+    /// Concurrent client instances allowed (1 to 5).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub instances: u8,
+    /// End-to-end encryption between client and device (not supported yet).
+    #[arg(long)]
+    pub enc: bool,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,25 @@ impl Dialer {
         })
     }
 
+    /// A dialer for a session token: the server named in it, verified by the CA pin in
+    /// it; the grant is `JWT#INSTANCE`.
+    pub fn for_session_token(
+        jwt: &str,
+        instance: u8,
+        pin: adit_pki::CaPin,
+        server: ServerUrl,
+        proxy: ProxySettings,
+    ) -> Result<Self> {
+        let tls = adit_pki::pinned_client_config(pin, &[adit_proto::ALPN])
+            .context("could not set up TLS for the session token's server")?;
+        Ok(Self {
+            server,
+            tls,
+            proxy,
+            token: Bytes::from(format!("{jwt}#{instance}")),
+        })
+    }
+
     pub fn server(&self) -> &ServerUrl {
         &self.server
     }

@@ -200,6 +200,7 @@ fn token_decode_shows_claims() {
         iat: now,
         exp: now + 3600,
         jti: "j-1".into(),
+        api: false,
     };
     let jwt = key.sign(&claims).unwrap();
     let home = TempDir::new("decode");

@@ -109,6 +109,11 @@ impl Proc {
         }
     }
 
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn output_so_far(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

@@ -87,6 +87,7 @@ fn hostile_and_mistaken_input() {
         iat: now,
         exp: now + 600,
         jti: "j".into(),
+        api: false,
     };
     let forged_token = forged.sign(&claims).unwrap();
     let profile = home.join("profile.json");

@@ -62,6 +62,10 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+    /// An API token (long-lived, for automation): valid only while the control plane's
+    /// record of `jti` exists and is not revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api: bool,
 }
 
 /// Claims of a stream grant (audience [`AUD_GRANT`]): the control plane authorizes one
@@ -87,7 +91,10 @@ pub struct GrantClaims {
     pub ses: Option<String>,
 }
 
-/// Claims of a session token (audience [`AUD_SESSION`]).
+/// Claims of an Edge-View session token (audience [`AUD_SESSION`]): whoever holds it may
+/// open streams to node `sub` through the proxy at `dep`, from at most `num` concurrent
+/// client instances, until `exp` or until `jti` is revoked. It carries no secret: `key` is
+/// a random nonce that makes every token unique.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionClaims {
     pub aud: String,
@@ -96,15 +103,19 @@ pub struct SessionClaims {
     pub jti: String,
     /// Tenant id.
     pub ten: String,
-    /// Proxy endpoint URL.
+    /// Proxy endpoint: the server's public URL (`https://host:port`).
     pub dep: String,
+    /// SHA-256 pin of the server's CA (`sha256:HEX`), so a holder can verify `dep`.
+    pub pin: String,
     /// Node id.
     pub sub: String,
-    /// Random nonce.
+    /// Name of the user who issued the token (the actor in the audit trail).
+    pub usr: String,
+    /// Random nonce (hex).
     pub key: String,
-    /// Session number, 1..=5.
+    /// Concurrent client instances allowed, 1..=5.
     pub num: u8,
-    /// Whether the session is end-to-end encrypted.
+    /// End-to-end encryption between client and device requested.
     pub enc: bool,
 }
 
@@ -514,6 +525,7 @@ mod tests {
             iat: now,
             exp: now + exp_in,
             jti: "j1".into(),
+            api: false,
         }
     }
 
@@ -580,7 +592,9 @@ mod tests {
             jti: "s".into(),
             ten: "t".into(),
             dep: "https://proxy.example:8443".into(),
+            pin: "sha256:00".into(),
             sub: "node-1".into(),
+            usr: "alice".into(),
             key: "nonce".into(),
             num: 3,
             enc: true,

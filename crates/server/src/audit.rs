@@ -3,7 +3,8 @@
 //! Action names: `login`, `join_token.create`, `join_token.revoke`, `node.enroll`,
 //! `node.renew`, `node.revoke`, `stream.open`, `session.create`, `session.extend`,
 //! `session.delete`, `session.start`, `session.end`, `session.expire`, `tenant.create`,
-//! `user.create`, `user.delete`, `user.password`, `role.bind`, `role.unbind`. Outcomes: `ok`, `denied`, `error`.
+//! `user.create`, `user.delete`, `user.password`, `role.bind`, `role.unbind`,
+//! `session_token.create`, `session_token.revoke`, `api_token.create`, `api_token.revoke`. Outcomes: `ok`, `denied`, `error`.
 //! Details never carry secrets (passwords, token strings, keys).
 
 use std::net::SocketAddr;
@@ -31,6 +32,10 @@ pub const ROLE_BIND: &str = "role.bind";
 pub const ROLE_UNBIND: &str = "role.unbind";
 pub const SESSION_END: &str = "session.end";
 pub const SESSION_EXPIRE: &str = "session.expire";
+pub const SESSION_TOKEN_CREATE: &str = "session_token.create";
+pub const SESSION_TOKEN_REVOKE: &str = "session_token.revoke";
+pub const API_TOKEN_CREATE: &str = "api_token.create";
+pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
 
 pub const OK: &str = "ok";
 pub const DENIED: &str = "denied";

@@ -40,6 +40,8 @@ pub struct Principal {
     pub token_id: String,
     /// When the access token expires (unix seconds).
     pub expires_at: i64,
+    /// The caller used an API token (not a login).
+    pub api_token: bool,
 }
 
 #[axum::async_trait]
@@ -104,6 +106,19 @@ pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, A
         .filter(|u| !u.disabled && u.tenant_id == claims.ten)
         .ok_or_else(gone)?;
     let tenant = state.store.tenant(&claims.ten)?.ok_or_else(gone)?;
+    if claims.api {
+        // API tokens live long, so each use checks the record: revoked or unknown → refused.
+        let record = state.store.issued_token(&tenant.id, &claims.jti)?;
+        let usable = record.is_some_and(|r| {
+            r.kind == adit_store::TokenKind::Api && r.subject == user.id && r.revoked_at.is_none()
+        });
+        if !usable {
+            return Err(ApiFailure::unauthenticated(
+                "this API token has been revoked or is not known to this server; create a \
+                 new one with `adit api-tokens create`",
+            ));
+        }
+    }
     let bindings = state
         .store
         .list_role_bindings(&tenant.id, Some(&user.id))?
@@ -119,6 +134,7 @@ pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, A
         bindings,
         token_id: claims.jti,
         expires_at: claims.exp,
+        api_token: claims.api,
     })
 }
 
@@ -140,6 +156,7 @@ pub fn issue_access_token(
         iat: now,
         exp,
         jti: uuid::Uuid::new_v4().to_string(),
+        api: false,
     };
     Ok((state.signer.sign(&claims)?, exp))
 }

@@ -117,6 +117,7 @@ mod tests {
                 .collect(),
             token_id: "j".into(),
             expires_at: 0,
+            api_token: false,
         }
     }
 

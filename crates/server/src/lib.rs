@@ -10,6 +10,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod session_tokens;
 pub mod sessions;
 pub mod state;
 

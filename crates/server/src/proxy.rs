@@ -170,12 +170,14 @@ async fn client_tunnel(
 ) {
     let (tunnel, driver) = Tunnel::spawn(tls, Side::Server, Config::default());
     let tasks = tokio_util::task::TaskTracker::new();
+    // Session-token instances this tunnel claims are its own until it closes.
+    let conn = state.token_instances.connection_id();
     loop {
         tokio::select! {
             accepted = tunnel.accept() => match accepted {
                 Some((stream, header)) => {
                     let state = state.clone();
-                    tasks.spawn(relay(state, stream, header, peer));
+                    tasks.spawn(relay(state, stream, header, peer, conn));
                 }
                 None => break,
             },
@@ -185,8 +187,10 @@ async fn client_tunnel(
             }
         }
     }
+    state.token_instances.connection_closed(conn);
     tasks.close();
     tasks.wait().await;
+    state.token_instances.release_connection(conn);
     drop(tunnel);
     let _ = driver.await;
 }
@@ -205,13 +209,27 @@ fn refuse(code: u32, reason: impl Into<String>) -> Refusal {
 }
 
 struct Route {
-    principal: crate::auth::Principal,
+    tenant_id: String,
+    /// Who the audit trail names: the user, or the issuer of a session token.
+    actor: String,
     node: adit_store::Node,
     agent: Tunnel,
     target: String,
+    /// The session token used, its instance, and its cut signal.
+    token: Option<(String, u8, CancellationToken)>,
 }
 
-fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Option<Route0>)> {
+/// Who opened a stream, once authenticated.
+enum Caller {
+    User(crate::auth::Principal),
+    Token(crate::session_tokens::TokenCaller),
+}
+
+fn route(
+    state: &AppState,
+    header: &OpenHeader,
+    conn: u64,
+) -> Result<Route, (Refusal, Option<Route0>)> {
     if header.kind != kinds::TCP {
         return Err((
             refuse(
@@ -240,34 +258,52 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
             None,
         ));
     }
-    let token = std::str::from_utf8(&header.grant).unwrap_or_default();
-    let principal = crate::auth::authenticate_bearer(state, token).map_err(|e| {
-        (
-            refuse(
-                reset_code::DENIED,
-                format!("not authenticated: {}", e.message()),
-            ),
-            None,
-        )
-    })?;
+    let grant = std::str::from_utf8(&header.grant).unwrap_or_default();
+    let caller = if crate::session_tokens::is_session_token(grant) {
+        crate::session_tokens::authenticate(state, grant)
+            .map(Caller::Token)
+            .map_err(|why| (refuse(reset_code::DENIED, why), None))?
+    } else {
+        crate::auth::authenticate_bearer(state, grant)
+            .map(Caller::User)
+            .map_err(|e| {
+                (
+                    refuse(
+                        reset_code::DENIED,
+                        format!("not authenticated: {}", e.message()),
+                    ),
+                    None,
+                )
+            })?
+    };
+    let (tenant_id, actor) = match &caller {
+        Caller::User(p) => (p.tenant_id.clone(), p.user.clone()),
+        Caller::Token(t) => (t.claims.ten.clone(), t.claims.usr.clone()),
+    };
     let ctx = Route0 {
-        tenant_id: principal.tenant_id.clone(),
-        actor: principal.user.clone(),
+        tenant_id: tenant_id.clone(),
+        actor: actor.clone(),
         node_id: None,
     };
-    let node = match state
-        .store
-        .node_by_id_or_name(&principal.tenant_id, node_key)
-    {
+    let looked_up = match &caller {
+        // A session token reaches exactly its node, named by id or by name.
+        Caller::Token(t) => state
+            .store
+            .node(&tenant_id, &t.claims.sub)
+            .map(|n| n.filter(|n| n.id == node_key || n.name == node_key)),
+        Caller::User(_) => state.store.node_by_id_or_name(&tenant_id, node_key),
+    };
+    let node = match looked_up {
         Ok(Some(n)) => n,
         Ok(None) => {
-            return Err((
-                refuse(
-                    reset_code::UNREACHABLE,
-                    format!("no node named or with id '{node_key}'"),
+            let reason = match &caller {
+                Caller::Token(t) => format!(
+                    "this session token is not valid for node '{node_key}'; it is for node {}",
+                    t.claims.sub
                 ),
-                Some(ctx),
-            ))
+                Caller::User(_) => format!("no node named or with id '{node_key}'"),
+            };
+            return Err((refuse(reset_code::UNREACHABLE, reason), Some(ctx)));
         }
         Err(e) => {
             return Err((
@@ -289,18 +325,30 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
             Some(ctx),
         ));
     }
-    if !crate::authz::can_connect(&principal, &node) {
-        return Err((
-            refuse(
-                reset_code::DENIED,
-                format!(
-                    "permission denied: {} may not connect to node '{}'",
-                    principal.user, node.name
+    if let Caller::User(principal) = &caller {
+        if !crate::authz::can_connect(principal, &node) {
+            return Err((
+                refuse(
+                    reset_code::DENIED,
+                    format!(
+                        "permission denied: {} may not connect to node '{}'",
+                        principal.user, node.name
+                    ),
                 ),
-            ),
-            Some(ctx),
-        ));
+                Some(ctx),
+            ));
+        }
     }
+    let token = match &caller {
+        Caller::Token(t) => {
+            let cut = state
+                .token_instances
+                .claim(&t.claims.jti, t.instance, conn)
+                .map_err(|why| (refuse(reset_code::REFUSED, why), Some(ctx.clone())))?;
+            Some((t.claims.jti.clone(), t.instance, cut))
+        }
+        Caller::User(_) => None,
+    };
     let Some(agent) = state.registry.get(&node.id) else {
         return Err((
             refuse(
@@ -311,22 +359,25 @@ fn route(state: &AppState, header: &OpenHeader) -> Result<Route, (Refusal, Optio
         ));
     };
     Ok(Route {
-        principal,
+        tenant_id,
+        actor,
         node,
         agent,
         target: target.to_string(),
+        token,
     })
 }
 
 /// Audit context known before a route is complete.
+#[derive(Clone)]
 struct Route0 {
     tenant_id: String,
     actor: String,
     node_id: Option<String>,
 }
 
-async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: SocketAddr) {
-    let route = match route(&state, &header) {
+async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: SocketAddr, conn: u64) {
+    let route = match route(&state, &header, conn) {
         Ok(r) => r,
         Err((refusal, ctx)) => {
             Metrics::inc(&state.metrics.streams_denied);
@@ -348,13 +399,14 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
     };
     let mut client = client;
     let target = Relay {
-        tenant_id: &route.principal.tenant_id,
-        actor: &route.principal.user,
+        tenant_id: &route.tenant_id,
+        actor: &route.actor,
         node_id: &route.node.id,
         node_name: &route.node.name,
         target: &route.target,
         session: None,
-        cancel: None,
+        cancel: route.token.as_ref().map(|(_, _, cut)| cut),
+        token: route.token.as_ref().map(|(jti, k, _)| (jti.as_str(), *k)),
     };
     if let Err(why) = relay_to_agent(&state, &route.agent, &mut client, target, peer).await {
         // The agent refused or the target failed: tell the client why.
@@ -373,8 +425,10 @@ pub(crate) struct Relay<'a> {
     pub target: &'a str,
     /// The remote-access session the connection belongs to.
     pub session: Option<&'a str>,
-    /// Cuts the relay when cancelled (session expiry or teardown).
+    /// Cuts the relay when cancelled (session expiry or teardown, token revoked).
     pub cancel: Option<&'a CancellationToken>,
+    /// The session token (jti) and instance the client used, if any.
+    pub token: Option<(&'a str, u8)>,
 }
 
 /// Signs a grant, opens a stream to the agent and copies both ways until
@@ -424,8 +478,13 @@ where
         Some(cancel) => tokio::select! {
             res = copy => res,
             _ = cancel.cancelled() => {
-                upstream.reset(reset_code::EXPIRED, "the remote-access session ended");
-                Err(std::io::Error::other("the remote-access session ended"))
+                let why = if r.token.is_some() {
+                    "the session token was revoked"
+                } else {
+                    "the remote-access session ended"
+                };
+                upstream.reset(reset_code::EXPIRED, why);
+                Err(std::io::Error::other(why))
             }
         },
         None => copy.await,
@@ -437,7 +496,7 @@ where
     };
     Metrics::add(&state.metrics.bytes_to_node, to_node);
     Metrics::add(&state.metrics.bytes_from_node, from_node);
-    let detail = json!({
+    let mut detail = json!({
         "kind": kinds::TCP,
         "target": r.target,
         "grant": claims.jti,
@@ -446,6 +505,10 @@ where
         "duration_ms": started.elapsed().as_millis() as u64,
         "error": error,
     });
+    if let Some((jti, instance)) = r.token {
+        detail["session_token"] = json!(jti);
+        detail["instance"] = json!(instance);
+    }
     match r.session {
         Some(ses) => crate::audit::record_in_session(
             state,

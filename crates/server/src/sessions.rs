@@ -383,6 +383,7 @@ async fn endpoint_connection(
         target: &ra.target,
         session: Some(&ra.resource_id),
         cancel: Some(&cancel),
+        token: None,
     };
     if let Err(why) = relay_to_agent(&state, &agent, &mut tcp, relay, peer).await {
         tracing::debug!(session = %ra.resource_id, %why, "endpoint connection ended");

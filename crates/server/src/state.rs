@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Temporary endpoints of remote-access sessions.
     pub sessions: Arc<crate::sessions::Sessions>,
+    /// Client instances of session tokens in use, and their cut signals.
+    pub token_instances: Arc<crate::session_tokens::Instances>,
 }
 
 impl AppState {
@@ -75,6 +77,7 @@ impl AppState {
             registry: Arc::new(TunnelRegistry::default()),
             metrics: Arc::new(Metrics::default()),
             sessions: Default::default(),
+            token_instances: Default::default(),
         }
     }
 }

@@ -174,6 +174,8 @@ struct Tenant {
     node_name: String,
     node_b_id: String,
     token_id: String,
+    session_token_id: String,
+    api_token_id: String,
 }
 
 const USER_PW: &str = "user-password-1234";
@@ -225,6 +227,24 @@ impl Tenant {
             .await;
         r.expect(StatusCode::OK);
         let auditor_binding = r.json::<Vec<RoleBindingInfo>>()[0].id.clone();
+        let r = e
+            .post(
+                "/v1/session-tokens",
+                &admin,
+                json!({"node": node.node_id, "ttl_secs": 600, "instances": 2}),
+            )
+            .await;
+        r.expect(StatusCode::CREATED);
+        let session_token_id = r.body["info"]["id"].as_str().unwrap().to_string();
+        let r = e
+            .post(
+                "/v1/api-tokens",
+                &admin,
+                json!({"name": "automation", "ttl_secs": 600}),
+            )
+            .await;
+        r.expect(StatusCode::CREATED);
+        let api_token_id = r.body["info"]["id"].as_str().unwrap().to_string();
         let mut tokens = tokens.into_iter();
         Tenant {
             name: name.into(),
@@ -241,6 +261,8 @@ impl Tenant {
             node_name: node.node_name,
             node_b_id: node_b.node_id,
             token_id: token.id,
+            session_token_id,
+            api_token_id,
         }
     }
 
@@ -253,6 +275,8 @@ impl Tenant {
             self.node_id.clone(),
             self.node_b_id.clone(),
             self.token_id.clone(),
+            self.session_token_id.clone(),
+            self.api_token_id.clone(),
             self.viewer_user.id.clone(),
             self.auditor_binding.clone(),
         ]
@@ -462,6 +486,43 @@ fn matrix(a: &Tenant, b: &Tenant) -> Vec<Case> {
             None,
             NotFound,
         ),
+        case(
+            "POST /v1/session-tokens",
+            "/v1/session-tokens".into(),
+            Some(json!({"node": b.node_id, "ttl_secs": 600})),
+            NotFound,
+        ),
+        case(
+            "POST /v1/session-tokens",
+            "/v1/session-tokens".into(),
+            Some(json!({"node": b.node_name, "ttl_secs": 600})),
+            NotFound,
+        ),
+        case(
+            "GET /v1/session-tokens",
+            "/v1/session-tokens".into(),
+            None,
+            Ok,
+        ),
+        case(
+            "DELETE /v1/session-tokens/{id}",
+            format!("/v1/session-tokens/{}", b.session_token_id),
+            None,
+            NotFound,
+        ),
+        case(
+            "POST /v1/api-tokens",
+            "/v1/api-tokens".into(),
+            Some(json!({"name": "matrix", "ttl_secs": 600})),
+            Ok,
+        ),
+        case("GET /v1/api-tokens", "/v1/api-tokens".into(), None, Ok),
+        case(
+            "DELETE /v1/api-tokens/{id}",
+            format!("/v1/api-tokens/{}", b.api_token_id),
+            None,
+            NotFound,
+        ),
     ]
 }
 
@@ -547,6 +608,10 @@ async fn tenant_isolation_matrix() {
         assert!(node.revoked_at.is_none());
         let token = store.join_token(&b.id, &b.token_id).unwrap().unwrap();
         assert!(token.revoked_at.is_none());
+        for id in [&b.session_token_id, &b.api_token_id] {
+            let t = store.issued_token(&b.id, id).unwrap().unwrap();
+            assert!(t.revoked_at.is_none(), "B's token {id} was revoked");
+        }
         let viewer = store.user(&b.id, &b.viewer_user.id).unwrap().unwrap();
         assert!(hash_ok(&viewer.password_hash, USER_PW));
         assert!(store
@@ -628,6 +693,10 @@ fn matrix_names_every_endpoint() {
         ROLE,
         AUDIT,
         AUDIT_EXPORT,
+        SESSION_TOKENS,
+        SESSION_TOKEN,
+        API_TOKENS,
+        API_TOKEN,
     ];
     let dummy = |name: &str| Tenant {
         name: name.into(),
@@ -650,6 +719,8 @@ fn matrix_names_every_endpoint() {
         node_name: "nn".into(),
         node_b_id: "nb".into(),
         token_id: "t".into(),
+        session_token_id: "st".into(),
+        api_token_id: "at".into(),
     };
     let cases = matrix(&dummy("a"), &dummy("b"));
     let covered: Vec<&str> = cases

@@ -395,6 +395,7 @@ async fn bearer_missing_garbage_expired_foreign() {
         iat: now - 3600,
         exp,
         jti: "j".into(),
+        api: false,
     };
     let expired = e.state.signer.sign(&claims(AUD_ACCESS, now - 600)).unwrap();
     let r = e

@@ -74,6 +74,54 @@ pub struct JoinTokenRecord {
     pub revoked_at: Option<Millis>,
 }
 
+/// What an [`IssuedToken`] lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// An Edge-View session token: streams to one node, without logging in.
+    Session,
+    /// An API token: the API and streams as one user, for automation.
+    Api,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Session => "session",
+            TokenKind::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "session" => Some(TokenKind::Session),
+            "api" => Some(TokenKind::Api),
+            _ => None,
+        }
+    }
+}
+
+/// A bearer token the control plane signed and keeps a record of, so it can be listed
+/// and revoked before it expires. The token itself (a JWT) is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// The JWT's `jti`.
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: TokenKind,
+    /// Node id for a session token, user id for an API token.
+    pub subject: String,
+    /// Description (node name, or the name given to an API token).
+    pub name: String,
+    /// Name of the user who issued it.
+    pub created_by: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// Concurrent instances a session token allows (1..=5); `None` for API tokens.
+    pub instances: Option<u8>,
+    pub revoked_at: Option<Millis>,
+}
+
 /// Whether a node's agent currently holds a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

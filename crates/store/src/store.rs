@@ -2,8 +2,8 @@
 
 use crate::error::{ConsumeError, StoreError};
 use crate::model::{
-    AuditEvent, AuditFilter, CertificateRecord, JoinTokenRecord, Labels, Millis, Node, NodeFacts,
-    NodeStatus, RoleBinding, Tenant, User,
+    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
+    NodeFacts, NodeStatus, RoleBinding, Tenant, TokenKind, User,
 };
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
@@ -222,4 +222,27 @@ pub trait Store: Send + Sync + 'static {
         local_port: Option<u16>,
         now: Millis,
     ) -> Result<RemoteAccess, StoreError>;
+
+    // === issued tokens (session and API tokens) ===
+
+    /// Records an issued token (id = its `jti`, chosen by the caller).
+    /// [`StoreError::Conflict`] if the id exists, [`StoreError::NotFound`] if the tenant
+    /// does not.
+    fn create_issued_token(&self, rec: &IssuedToken) -> Result<(), StoreError>;
+    fn issued_token(&self, tenant_id: &str, id: &str) -> Result<Option<IssuedToken>, StoreError>;
+    /// The tenant's tokens (of one kind if given), including revoked and expired ones,
+    /// oldest first.
+    fn list_issued_tokens(
+        &self,
+        tenant_id: &str,
+        kind: Option<TokenKind>,
+    ) -> Result<Vec<IssuedToken>, StoreError>;
+    /// Revokes the token at `now`. `false` if the tenant has no such token; `true`
+    /// otherwise (an already revoked token keeps its original `revoked_at`).
+    fn revoke_issued_token(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
 }

@@ -1,15 +1,17 @@
-//! `adit access create|ls|show|extend|rm`: remote access configurations.
+//! `adit access create|ls|show|extend|rm`: remote access configurations;
+//! `adit access token|tokens|revoke-token`: session tokens.
 
 use std::time::{Duration, SystemTime};
 
 use adit_api::{
-    paths, remote_access_state, CreateRemoteAccessRequest, RemoteAccessInfo, RemoteAccessQuery,
+    paths, remote_access_state, CreateRemoteAccessRequest, CreateSessionTokenRequest,
+    CreatedSessionToken, RemoteAccessInfo, RemoteAccessQuery, SessionTokenInfo,
     UpdateRemoteAccessRequest,
 };
 use anyhow::Result;
 
 use super::Ctx;
-use crate::cli::{AccessCommand, AccessCreateArgs};
+use crate::cli::{AccessCommand, AccessCreateArgs, AccessTokenArgs};
 use crate::client::{path_with, ApiClient};
 use crate::output::{
     format_relative, format_time_and_relative, or_dash, print_json, render_fields, Table,
@@ -27,7 +29,85 @@ pub async fn run(ctx: &Ctx, cmd: AccessCommand) -> Result<u8> {
         AccessCommand::Show { id } => show(ctx, &id).await,
         AccessCommand::Extend { id, ttl } => extend(ctx, &id, ttl).await,
         AccessCommand::Rm { id } => remove(ctx, &id).await,
+        AccessCommand::Token(args) => issue_token(ctx, args).await,
+        AccessCommand::Tokens => list_tokens(ctx).await,
+        AccessCommand::RevokeToken { id } => revoke_token(ctx, &id).await,
     }
+}
+
+async fn issue_token(ctx: &Ctx, args: AccessTokenArgs) -> Result<u8> {
+    let (_, api) = ctx.api()?;
+    let request = CreateSessionTokenRequest {
+        node: args.node,
+        ttl_secs: args.ttl.as_secs(),
+        instances: Some(args.instances),
+        enc: args.enc,
+    };
+    let created: CreatedSessionToken = api.post(paths::SESSION_TOKENS, &request).await?;
+    if ctx.json() {
+        print_json(&created)?;
+        return Ok(0);
+    }
+    // Only the token on stdout, so `$(adit access token ...)` works.
+    println!("{}", created.token);
+    let info = &created.info;
+    eprintln!(
+        "session token {} for node {}: {} instance(s), expires {}",
+        info.id,
+        info.node,
+        info.instances,
+        format_time_and_relative(info.expires_at, SystemTime::now())
+    );
+    eprintln!(
+        "use it with: adit --token <token> ssh USER@{} (no login needed; revoke with `adit access revoke-token {}`)",
+        info.node, info.id
+    );
+    Ok(0)
+}
+
+async fn list_tokens(ctx: &Ctx) -> Result<u8> {
+    let (_, api) = ctx.api()?;
+    let rows: Vec<SessionTokenInfo> = api.get(paths::SESSION_TOKENS).await?;
+    if ctx.json() {
+        print_json(&rows)?;
+        return Ok(0);
+    }
+    let now = SystemTime::now();
+    let mut table = Table::new(["ID", "NODE", "STATUS", "INSTANCES", "EXPIRES", "CREATED BY"]);
+    for t in &rows {
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if crate::output::api_time(t.expires_at) <= now {
+            "expired"
+        } else {
+            "active"
+        };
+        table.row([
+            t.id.clone(),
+            t.node.clone(),
+            status.to_string(),
+            t.instances.to_string(),
+            format_relative(t.expires_at, now),
+            t.created_by.clone(),
+        ]);
+    }
+    print!("{}", table.render());
+    if rows.is_empty() {
+        eprintln!("no session tokens; issue one with `adit access token NODE --ttl 1h`");
+    }
+    Ok(0)
+}
+
+async fn revoke_token(ctx: &Ctx, id: &str) -> Result<u8> {
+    let (_, api) = ctx.api()?;
+    api.delete(&path_with(paths::SESSION_TOKEN, "id", id))
+        .await?;
+    if !ctx.json() {
+        println!("revoked session token {id}: new streams are refused and open ones are cut");
+    } else {
+        print_json(&serde_json::json!({ "id": id, "revoked": true }))?;
+    }
+    Ok(0)
 }
 
 fn one(id: &str) -> String {

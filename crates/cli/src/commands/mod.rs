@@ -1,6 +1,7 @@
 //! One module per command family; [`run`] dispatches.
 
 pub mod access;
+mod api_tokens;
 mod audit;
 mod forward;
 mod inspect;
@@ -29,6 +30,8 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         env,
         output: cli.output,
         server_override: cli.server,
+        token: cli.token.map(adit_pki::Secret::new),
+        instance: cli.instance,
     };
     match cli.command {
         Command::Login(args) => session::login(&ctx, args).await,
@@ -47,6 +50,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Roles(cmd) => roles::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
         Command::Access(cmd) => access::run(&ctx, cmd).await,
+        Command::ApiTokens(cmd) => api_tokens::run(&ctx, cmd).await,
     }
 }
 
@@ -55,6 +59,18 @@ pub struct Ctx {
     pub env: Env,
     pub output: OutputFormat,
     pub server_override: Option<String>,
+    /// `--token` / `ADIT_TOKEN`: a session token or an API token.
+    pub token: Option<adit_pki::Secret>,
+    /// `--instance` / `ADIT_INSTANCE`: the session-token instance.
+    pub instance: Option<u8>,
+}
+
+/// What `--token` holds.
+pub enum GivenToken<'a> {
+    /// An Edge-View session token, with its claims (not verified here: the server does).
+    Session(&'a str, adit_pki::SessionClaims),
+    /// An API token (or any access token): replaces the saved login's token.
+    Access(&'a adit_pki::Secret),
 }
 
 impl Ctx {
@@ -72,22 +88,89 @@ impl Ctx {
         ServerUrl::parse(self.server_override.as_deref().unwrap_or(&profile.server))
     }
 
-    /// An authenticated API client; refuses an expired token (exit 3).
+    /// What `--token` holds, if given.
+    pub fn given_token(&self) -> Result<Option<GivenToken<'_>>> {
+        let Some(secret) = &self.token else {
+            return Ok(None);
+        };
+        let jwt = secret.expose().trim();
+        let payload = adit_pki::decode_unverified(jwt).map_err(|e| {
+            crate::error::UsageError(format!("--token is not a token adit understands: {e}"))
+        })?;
+        let claims = payload["claims"].clone();
+        if claims["aud"].as_str() == Some(adit_pki::AUD_SESSION) {
+            let claims: adit_pki::SessionClaims = serde_json::from_value(claims).map_err(|e| {
+                crate::error::UsageError(format!("--token is a malformed session token: {e}"))
+            })?;
+            return Ok(Some(GivenToken::Session(jwt, claims)));
+        }
+        Ok(Some(GivenToken::Access(secret)))
+    }
+
+    /// An authenticated API client; refuses an expired token (exit 3). With an API token
+    /// in `--token`, that token is used with the saved login's server and CA.
     pub fn api(&self) -> Result<(Profile, ApiClient)> {
-        let profile = self.profile()?;
-        let token = profile.valid_token(SystemTime::now())?.clone();
+        let mut profile = self.profile().map_err(|e| match self.token {
+            Some(_) => anyhow::anyhow!(
+                "{e}; an API token is used with the server and CA of a saved login \
+                 (run `adit login` once on this machine)"
+            ),
+            None => e,
+        })?;
+        let token = match self.given_token()? {
+            None => profile.valid_token(SystemTime::now())?.clone(),
+            Some(GivenToken::Access(secret)) => {
+                profile.access_token = secret.clone();
+                secret.clone()
+            }
+            Some(GivenToken::Session(..)) => {
+                return Err(crate::error::UsageError(
+                    "a session token only works with `adit ssh`, `adit forward` and \
+                     `adit proxy-stdio`; log in for other commands"
+                        .into(),
+                )
+                .into())
+            }
+        };
         let client = api_client(self.server_for(&profile)?, &profile.ca_pem, Some(token))?;
         Ok((profile, client))
     }
 
-    /// A tunnel dialer for the saved login.
+    /// A tunnel dialer: for the session token in `--token` (its server and CA pin come
+    /// from the token), else for the saved login.
     pub fn dialer(&self) -> Result<Dialer> {
-        let profile = self.profile()?;
-        Dialer::for_profile(
-            &profile,
-            self.server_for(&profile)?,
-            self.env.proxy_settings()?,
-        )
+        match self.given_token()? {
+            Some(GivenToken::Session(jwt, claims)) => {
+                let server = ServerUrl::parse(&claims.dep).map_err(|e| {
+                    anyhow::anyhow!("the session token names an unusable server: {e}")
+                })?;
+                let pin: adit_pki::CaPin = claims.pin.parse().map_err(|e| {
+                    anyhow::anyhow!("the session token carries an unusable CA pin: {e}")
+                })?;
+                // The server checks the instance against the token and says why it refuses.
+                let instance = self.instance.unwrap_or(1);
+                Dialer::for_session_token(jwt, instance, pin, server, self.env.proxy_settings()?)
+            }
+            Some(GivenToken::Access(secret)) => {
+                let mut profile = self.profile()?;
+                profile.access_token = secret.clone();
+                // The token's own expiry is checked by the server (year 9999 here).
+                profile.expires_at = 253_402_300_799_000;
+                Dialer::for_profile(
+                    &profile,
+                    self.server_for(&profile)?,
+                    self.env.proxy_settings()?,
+                )
+            }
+            None => {
+                let profile = self.profile()?;
+                Dialer::for_profile(
+                    &profile,
+                    self.server_for(&profile)?,
+                    self.env.proxy_settings()?,
+                )
+            }
+        }
     }
 
     pub fn json(&self) -> bool {

@@ -16,14 +16,27 @@ use crate::error::UsageError;
 /// status and signals are ssh's.
 pub fn ssh(ctx: &Ctx, args: SshArgs) -> Result<u8> {
     let (user, node) = args.user_and_node().map_err(UsageError)?;
-    // Fail here with "not logged in" rather than inside ssh's ProxyCommand.
-    ctx.profile()?;
+    // Fail here ("not logged in", a bad token) rather than inside ssh's ProxyCommand.
+    let session_token = matches!(ctx.given_token()?, Some(super::GivenToken::Session(..)));
+    if session_token {
+        ctx.dialer()?;
+    } else {
+        ctx.profile()?;
+    }
     let exe = current_exe()?;
     let argv = ssh_argv(&exe, ctx.server_override.as_deref(), user, &node, &args);
     let home = ctx.store()?.dir().to_path_buf();
 
     let mut command = std::process::Command::new("ssh");
     command.args(&argv).env(ADIT_HOME, &home);
+    // The ProxyCommand (adit proxy-stdio) finds the token in its environment, never in
+    // its command line where other local users could read it.
+    if let Some(token) = &ctx.token {
+        command.env("ADIT_TOKEN", token.expose());
+    }
+    if let Some(instance) = ctx.instance {
+        command.env("ADIT_INSTANCE", instance.to_string());
+    }
     run_replacing_process(command)
 }
 

@@ -10,10 +10,12 @@ mod enroll;
 mod error;
 mod join_tokens;
 mod nodes;
+mod openapi;
 mod remote_access;
 mod roles;
 mod session;
 mod tenants;
+mod tokens;
 mod users;
 
 use std::sync::Arc;
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::READYZ, get(readyz))
         .route(paths::METRICS, get(metrics))
+        .route(paths::OPENAPI, get(openapi::document))
         .route(paths::CA, get(ca))
         .route(paths::JWKS, get(jwks))
         .route(paths::LOGIN, post(session::login))
@@ -78,6 +81,19 @@ pub fn router(state: AppState) -> Router {
                 .patch(remote_access::update)
                 .delete(remote_access::delete),
         )
+        .route(
+            paths::SESSION_TOKENS,
+            post(tokens::create_session).get(tokens::list_sessions),
+        )
+        .route(
+            &axum_path(paths::SESSION_TOKEN),
+            delete(tokens::revoke_session),
+        )
+        .route(
+            paths::API_TOKENS,
+            post(tokens::create_api).get(tokens::list_api),
+        )
+        .route(&axum_path(paths::API_TOKEN), delete(tokens::revoke_api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -148,7 +148,7 @@ fn normalize_cidrs(cidrs: &[String]) -> Result<Vec<String>, ApiFailure> {
 // === lookups ===
 
 /// The node `key` names, if the caller may read it.
-fn visible_node(state: &AppState, p: &Principal, key: &str) -> Result<Node, ApiFailure> {
+pub(super) fn visible_node(state: &AppState, p: &Principal, key: &str) -> Result<Node, ApiFailure> {
     state
         .store
         .node_by_id_or_name(&p.tenant_id, key)?
@@ -175,7 +175,7 @@ fn visible_access(
 }
 
 /// 403 unless `p` may connect to `node`; a refusal is audited as `denied`.
-fn require_connect(
+pub(super) fn require_connect(
     state: &AppState,
     p: &Principal,
     addr: Option<std::net::SocketAddr>,

@@ -16,8 +16,8 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::error::{ConsumeError, StoreError};
 use crate::model::{
-    AuditEvent, AuditFilter, CertificateRecord, JoinTokenRecord, Labels, Millis, Node, NodeFacts,
-    NodeStatus, RoleBinding, Tenant, User, DEFAULT_TUNNEL_MODE, ROLES,
+    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
+    NodeFacts, NodeStatus, RoleBinding, Tenant, TokenKind, User, DEFAULT_TUNNEL_MODE, ROLES,
 };
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
@@ -1355,4 +1355,115 @@ impl Store for SqliteStore {
         )?
         .ok_or_else(|| StoreError::NotFound(format!("remote access configuration {resource_id}")))
     }
+
+    fn create_issued_token(&self, rec: &IssuedToken) -> Result<(), StoreError> {
+        if rec.instances == Some(0) {
+            return Err(StoreError::InvalidInput(format!(
+                "token {}: instances must be at least 1",
+                rec.id
+            )));
+        }
+        self.lock()
+            .execute(
+                &format!(
+                    "INSERT INTO issued_tokens ({ISSUED_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    rec.id,
+                    rec.tenant_id,
+                    rec.kind.as_str(),
+                    rec.subject,
+                    rec.name,
+                    rec.created_by,
+                    rec.created_at,
+                    rec.expires_at,
+                    rec.instances,
+                    rec.revoked_at
+                ],
+            )
+            .map_err(|e| {
+                insert_error(
+                    e,
+                    || format!("token {}", rec.id),
+                    || format!("tenant {}", rec.tenant_id),
+                    "recording a token",
+                )
+            })?;
+        Ok(())
+    }
+
+    fn issued_token(&self, tenant_id: &str, id: &str) -> Result<Option<IssuedToken>, StoreError> {
+        query_opt(
+            &self.lock(),
+            &format!("SELECT {ISSUED_COLS} FROM issued_tokens WHERE tenant_id = ?1 AND id = ?2"),
+            [tenant_id, id],
+            issued_row,
+            "looking up a token",
+        )
+    }
+
+    fn list_issued_tokens(
+        &self,
+        tenant_id: &str,
+        kind: Option<TokenKind>,
+    ) -> Result<Vec<IssuedToken>, StoreError> {
+        query_all(
+            &self.lock(),
+            &format!(
+                "SELECT {ISSUED_COLS} FROM issued_tokens \
+                 WHERE tenant_id = ?1 AND (?2 IS NULL OR kind = ?2) \
+                 ORDER BY created_at, rowid"
+            ),
+            params![tenant_id, kind.map(TokenKind::as_str)],
+            issued_row,
+            "listing tokens",
+        )
+    }
+
+    fn revoke_issued_token(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE issued_tokens SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant_id, id, now],
+            )
+            .map_err(backend("revoking a token"))?;
+        Ok(n > 0)
+    }
+}
+
+const ISSUED_COLS: &str = "id, tenant_id, kind, subject, name, created_by, created_at, \
+                           expires_at, instances, revoked_at";
+
+fn issued_row(row: &Row<'_>) -> Result<IssuedToken, StoreError> {
+    const W: &str = "issued token";
+    let id: String = col(row, 0, W)?;
+    let kind: String = col(row, 2, W)?;
+    let kind = TokenKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("token {id}: kind '{kind}'")))?;
+    let instances: Option<i64> = col(row, 8, W)?;
+    let instances = instances
+        .map(|v| {
+            u8::try_from(v).map_err(|_| StoreError::Corrupt(format!("token {id}: instances {v}")))
+        })
+        .transpose()?;
+    Ok(IssuedToken {
+        tenant_id: col(row, 1, W)?,
+        kind,
+        subject: col(row, 3, W)?,
+        name: col(row, 4, W)?,
+        created_by: col(row, 5, W)?,
+        created_at: col(row, 6, W)?,
+        expires_at: col(row, 7, W)?,
+        instances,
+        revoked_at: col(row, 9, W)?,
+        id,
+    })
 }

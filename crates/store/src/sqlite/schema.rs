@@ -16,7 +16,7 @@ use crate::error::StoreError;
 /// Schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_REMOTE_ACCESS];
+pub(crate) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_REMOTE_ACCESS, V3_ISSUED_TOKENS];
 
 const V1_INITIAL: &str = r#"
 CREATE TABLE tenants (
@@ -171,6 +171,26 @@ CREATE INDEX remote_access_live ON remote_access(current_state)
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], refusing one that is newer.
+const V3_ISSUED_TOKENS: &str = r#"
+-- Long-lived bearer tokens the control plane signed and must be able to revoke:
+-- Edge-View session tokens (kind 'session', subject = node id) and API tokens
+-- for automation (kind 'api', subject = user id). `id` is the JWT's `jti`; a
+-- token whose row is missing or revoked is refused (fail closed).
+CREATE TABLE issued_tokens (
+    id          TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    kind        TEXT NOT NULL CHECK (kind IN ('session', 'api')),
+    subject     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    instances   INTEGER CHECK (instances IS NULL OR instances BETWEEN 1 AND 255),
+    revoked_at  INTEGER
+);
+CREATE INDEX issued_tokens_by_tenant ON issued_tokens(tenant_id, kind, created_at);
+"#;
+
 pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {
     let ctx = |what: &str| {
         let what = what.to_owned();
