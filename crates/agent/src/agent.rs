@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::config::{AgentConfig, AllowList};
+use crate::config::{AgentConfig, AllowList, TunnelMode};
 use crate::renew::Renewal;
 use crate::server::ServerUrl;
 use crate::state::{Credentials, StateDir};
@@ -41,8 +41,8 @@ enum Link {
     },
     /// Waiting before the next attempt.
     Backoff { until: Instant, attempt: u32 },
-    /// Done; `run` returns.
-    Stopped { reason: &'static str },
+    /// Done; the link returns.
+    Stopped,
 }
 
 /// How a connected tunnel ended.
@@ -58,6 +58,8 @@ pub struct Agent {
     server: ServerUrl,
     allow: Arc<AllowList>,
     reconnect_max: Duration,
+    tunnel_mode: TunnelMode,
+    clocks: Arc<crate::expiry::SessionClocks>,
     proxy: ProxySettings,
     facts: NodeFacts,
     creds: Arc<Credentials>,
@@ -92,6 +94,8 @@ impl Agent {
             server,
             allow: Arc::new(allow),
             reconnect_max: config.reconnect_max(),
+            tunnel_mode: config.tunnel,
+            clocks: Default::default(),
             proxy: ProxySettings::direct(),
             facts,
             creds: Arc::new(creds),
@@ -137,6 +141,36 @@ impl Agent {
             "agent starting"
         );
 
+        let stop = tokio_util::sync::CancellationToken::new();
+        let work = async {
+            match self.tunnel_mode {
+                TunnelMode::Persistent => {
+                    self.link(&creds_rx, &renew_now, stop.clone().cancelled_owned())
+                        .await
+                }
+                TunnelMode::OnDemand => self.on_demand(&creds_rx, &renew_now, &stop).await,
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            _ = shutdown => {
+                stop.cancel();
+                work.await;
+            }
+            _ = &mut work => {}
+        }
+        drop(renewal);
+        tracing::info!(reason = "shutdown requested", "agent stopped");
+        Ok(())
+    }
+
+    /// Keeps a tunnel up until `shutdown` completes (see [`Agent::run`]).
+    async fn link(
+        &self,
+        creds_rx: &watch::Receiver<Arc<Credentials>>,
+        renew_now: &Notify,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut link = Link::Connecting { attempt: 0 };
         loop {
@@ -144,7 +178,7 @@ impl Agent {
                 Link::Connecting { attempt } => {
                     let creds = creds_rx.borrow().clone();
                     tokio::select! {
-                        _ = &mut shutdown => Link::Stopped { reason: "shutdown requested" },
+                        _ = &mut shutdown => Link::Stopped,
                         r = self.connect(&creds) => match r {
                             Ok((tunnel, driver)) => {
                                 tracing::info!(server = %self.server.as_str(), "connected");
@@ -161,13 +195,11 @@ impl Agent {
                     attempt,
                 } => {
                     let served = self
-                        .serve(&tunnel, &creds_rx, &renew_now, shutdown.as_mut())
+                        .serve(&tunnel, creds_rx, renew_now, shutdown.as_mut())
                         .await;
                     finish_driver(tunnel, driver).await;
                     match served {
-                        Served::Shutdown => Link::Stopped {
-                            reason: "shutdown requested",
-                        },
+                        Served::Shutdown => Link::Stopped,
                         Served::Closed(reason) => {
                             let attempt = if since.elapsed() >= STABLE_AFTER {
                                 0
@@ -180,16 +212,112 @@ impl Agent {
                 }
                 Link::Backoff { until, attempt } => {
                     tokio::select! {
-                        _ = &mut shutdown => Link::Stopped { reason: "shutdown requested" },
+                        _ = &mut shutdown => Link::Stopped,
                         _ = tokio::time::sleep_until(until) => Link::Connecting { attempt },
                     }
                 }
-                Link::Stopped { reason } => {
-                    drop(renewal);
-                    tracing::info!(reason, "agent stopped");
-                    return Ok(());
+                Link::Stopped => return,
+            };
+        }
+    }
+
+    /// On-demand mode: long-polls the server and holds a tunnel only while the node has
+    /// a live remote-access configuration; closes it (gracefully) when none is left.
+    async fn on_demand(
+        &self,
+        creds_rx: &watch::Receiver<Arc<Credentials>>,
+        renew_now: &Notify,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        tracing::info!("on-demand tunnel: waiting for remote access to be requested");
+        let mut failures = 0u32;
+        loop {
+            let answer = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.poll_demand(creds_rx, false) => r,
+            };
+            let demand = match answer {
+                Ok(d) => {
+                    failures = 0;
+                    d
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff_delay(failures, self.reconnect_max);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "demand poll failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
                 }
             };
+            if !demand.tunnel {
+                continue;
+            }
+            tracing::info!(sessions = ?demand.sessions, "remote access requested; opening the tunnel");
+            let close = stop.child_token();
+            let watch_demand = async {
+                let mut failures = 0u32;
+                loop {
+                    match self.poll_demand(creds_rx, true).await {
+                        Ok(d) if !d.tunnel => return,
+                        Ok(_) => failures = 0,
+                        Err(e) => {
+                            // Keep the tunnel while the control plane cannot be asked.
+                            failures = failures.saturating_add(1);
+                            let delay = backoff_delay(failures, self.reconnect_max);
+                            tracing::warn!(error = %e, "demand poll failed; keeping the tunnel");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            };
+            let link = self.link(creds_rx, renew_now, close.clone().cancelled_owned());
+            tokio::pin!(link);
+            tokio::select! {
+                _ = &mut link => {}
+                _ = watch_demand => {
+                    tracing::info!("no remote access left; closing the tunnel");
+                    close.cancel();
+                    link.await;
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// One demand long poll (held up to [`adit_api::MAX_DEMAND_WAIT_SECS`] by the
+    /// server), authenticated with the node certificate.
+    async fn poll_demand(
+        &self,
+        creds_rx: &watch::Receiver<Arc<Credentials>>,
+        tunnel_up: bool,
+    ) -> Result<adit_api::DemandResponse> {
+        let creds = creds_rx.borrow().clone();
+        let tls = adit_pki::client_config(
+            &creds.ca_pem,
+            Some((&creds.cert_pem, creds.key_pem.expose())),
+            &[b"http/1.1"],
+        )?;
+        let wait = adit_api::MAX_DEMAND_WAIT_SECS;
+        let client = crate::server::http_client_with_timeout(
+            tls,
+            Duration::from_secs(u64::from(wait) + 15),
+        )?;
+        let url = self.server.api(adit_api::paths::AGENT_DEMAND);
+        let request = adit_api::DemandRequest {
+            tunnel_up,
+            wait_secs: wait,
+        };
+        match crate::server::post_json(&client, url.clone(), "demand poll", &request).await {
+            Ok(r) => Ok(r),
+            Err(crate::server::PostError::Transport(error)) => Err(crate::AgentError::Http {
+                url: url.to_string(),
+                error,
+            }),
+            Err(crate::server::PostError::Other(e)) => Err(e),
         }
     }
 
@@ -286,12 +414,16 @@ impl Agent {
                 accepted = tunnel.accept() => match accepted {
                     Some((stream, header)) => {
                         let creds = creds.borrow().clone();
-                        streams.spawn(crate::stream::handle(stream, header, creds, self.allow.clone()));
+                        streams.spawn(crate::stream::handle(stream, header, creds, self.allow.clone(), self.clocks.clone()));
                     }
                     None => return Served::Closed(tunnel.closed().await),
                 },
                 message = tunnel.recv_control() => match message {
                     Some(bytes) => match ControlMessage::decode(&bytes) {
+                        Ok(ControlMessage::SessionExpiry { session, until }) => {
+                            tracing::info!(%session, until, "session end moved");
+                            self.clocks.set(&session, until);
+                        }
                         Ok(ControlMessage::RenewSoon { not_after }) => {
                             tracing::info!(not_after, "server says the certificate must be renewed");
                             renew_now.notify_one();

@@ -24,7 +24,8 @@ pub enum TunnelMode {
     /// Always connected.
     #[default]
     Persistent,
-    /// Connected only when the server asks (not implemented yet).
+    /// Connected only while the node has a live remote-access configuration: the agent
+    /// long-polls the server and opens its tunnel when one appears.
     OnDemand,
 }
 
@@ -49,7 +50,7 @@ pub struct AgentConfig {
     /// Local targets (`host:port`) streams may connect to. Empty means
     /// [`DEFAULT_ALLOW`]; see [`AgentConfig::allow_list`].
     pub allow: Vec<String>,
-    /// Tunnel mode; only `persistent` is supported today.
+    /// Tunnel mode: `persistent` (default) or `on-demand`.
     pub tunnel: TunnelMode,
     /// Upper bound of the delay between reconnect attempts, in seconds.
     pub reconnect_max_secs: u64,
@@ -94,10 +95,6 @@ impl AgentConfig {
             if let Err(e) = Target::parse(entry) {
                 problems.push(format!("allow[{i}]: {e}"));
             }
-        }
-        if self.tunnel == TunnelMode::OnDemand {
-            problems
-                .push("tunnel: \"on-demand\" is not supported yet; use \"persistent\"".to_owned());
         }
         if self.reconnect_max_secs == 0 || self.reconnect_max_secs > 3600 {
             problems.push(format!(

@@ -16,6 +16,7 @@ mod agent;
 pub mod config;
 mod enroll;
 mod error;
+pub mod expiry;
 pub mod facts;
 pub mod policy;
 mod renew;

@@ -65,6 +65,10 @@ struct RunArgs {
     /// Server URL (overrides the configuration and the enrolment).
     #[arg(long)]
     server: Option<String>,
+    /// Tunnel mode (overrides the configuration): `persistent` keeps a tunnel up;
+    /// `on-demand` opens it only while the node has remote access configured.
+    #[arg(long, value_name = "MODE", value_parser = ["persistent", "on-demand"])]
+    tunnel: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -153,6 +157,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.server_url = Some(server);
     }
     config.allow.extend(args.allow);
+    match args.tunnel.as_deref() {
+        Some("on-demand") => config.tunnel = adit_agent::config::TunnelMode::OnDemand,
+        Some(_) => config.tunnel = adit_agent::config::TunnelMode::Persistent,
+        None => {}
+    }
     config.validate()?;
     init_logging(&config.log);
 

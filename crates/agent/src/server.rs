@@ -89,9 +89,17 @@ impl ServerUrl {
 
 /// A reqwest client over `tls` (a configuration from `adit_pki::tls`).
 pub(crate) fn http_client(tls: Arc<rustls::ClientConfig>) -> Result<reqwest::Client> {
+    http_client_with_timeout(tls, HTTP_TIMEOUT)
+}
+
+/// [`http_client`] with another whole-request timeout (for long polls).
+pub(crate) fn http_client_with_timeout(
+    tls: Arc<rustls::ClientConfig>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(Arc::unwrap_or_clone(tls))
-        .timeout(HTTP_TIMEOUT)
+        .timeout(timeout)
         .https_only(true)
         .build()
         .map_err(|source| AgentError::Http {

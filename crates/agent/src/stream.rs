@@ -8,6 +8,7 @@ use adit_tunnel::Stream;
 use tokio::net::TcpStream;
 
 use crate::config::AllowList;
+use crate::expiry::SessionClocks;
 use crate::policy::{self, Authorized};
 use crate::state::Credentials;
 
@@ -21,6 +22,7 @@ pub async fn handle(
     header: OpenHeader,
     creds: Arc<Credentials>,
     allow: Arc<AllowList>,
+    clocks: Arc<SessionClocks>,
 ) {
     let Authorized { claims, target } = match policy::authorize(&header, &creds, &allow) {
         Ok(a) => a,
@@ -30,6 +32,18 @@ pub async fn handle(
             return;
         }
     };
+    // A session's stream ends with the session, whatever the proxy does.
+    let session_end = match (&claims.ses, claims.sxp) {
+        (Some(ses), Some(sxp)) => Some((ses.clone(), clocks.watch(ses, sxp))),
+        _ => None,
+    };
+    if let Some((ses, end)) = &session_end {
+        if *end.borrow() <= adit_pki::now_unix().saturating_mul(1000) {
+            tracing::warn!(jti = %claims.jti, session = %ses, "stream refused: session expired");
+            stream.reset(reset_code::EXPIRED, "the remote-access session has expired");
+            return;
+        }
+    }
     let started = Instant::now();
     let addr = (target.host(), target.port());
     let mut tcp = match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(addr)).await
@@ -58,9 +72,24 @@ pub async fn handle(
     // Copies both ways; when one side ends, the other side's write half is shut down,
     // so half-close crosses the tunnel in both directions.
     // 64 KiB buffers: fewer, fuller DATA frames and fewer wake-ups per byte.
-    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tcp, 64 * 1024, 64 * 1024)
-        .await
-    {
+    let copy =
+        tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tcp, 64 * 1024, 64 * 1024);
+    let copied = match session_end {
+        None => copy.await,
+        Some((ses, end)) => tokio::select! {
+            r = copy => r,
+            _ = crate::expiry::ended(end) => {
+                tracing::info!(
+                    jti = %claims.jti, usr = %claims.usr, %target, session = %ses,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "session expired: stream cut by the agent"
+                );
+                stream.reset(reset_code::EXPIRED, "the remote-access session has expired");
+                return;
+            }
+        },
+    };
+    match copied {
         Ok((to_target, from_target)) => {
             tracing::info!(
                 jti = %claims.jti, usr = %claims.usr, %target,

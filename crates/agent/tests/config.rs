@@ -50,12 +50,10 @@ fn unknown_key_is_named() {
 }
 
 #[test]
-fn on_demand_is_not_supported_yet() {
-    let msg = problems("tunnel = \"on-demand\"\n");
-    assert!(
-        msg.contains("tunnel") && msg.contains("not supported yet"),
-        "{msg}"
-    );
+fn tunnel_modes() {
+    let config = AgentConfig::from_toml("tunnel = \"on-demand\"\n").unwrap();
+    assert_eq!(config.tunnel, adit_agent::config::TunnelMode::OnDemand);
+    config.validate().unwrap();
     let msg = problems("tunnel = \"sometimes\"\n");
     assert!(msg.contains("tunnel") || msg.contains("sometimes"), "{msg}");
 }

@@ -267,3 +267,91 @@ async fn shutdown_goes_away_and_waits_for_streams() {
         .await
         .expect("tunnel closed");
 }
+
+/// A session's stream is cut by the agent at the session's end (`sxp` in the grant),
+/// with no help from the proxy; `SessionExpiry` moves that end; an already ended
+/// session's stream is refused.
+#[tokio::test]
+async fn agent_enforces_session_expiry() {
+    let pki = Pki::new();
+    let mut proxy = FakeProxy::start(&pki).await;
+    let echo = echo_server().await;
+    let (state, _) = pki.enrolled_state(&proxy.url, Duration::from_secs(3600));
+    let agent = start_agent(state, vec![echo.clone()]);
+    let tunnel = proxy.next_tunnel().await;
+    let now_ms = || adit_pki::now_unix() * 1000;
+
+    let open = |ses: &str, sxp: i64| {
+        let mut claims = pki.grant(&echo);
+        claims.ses = Some(ses.into());
+        claims.sxp = Some(sxp);
+        tunnel
+            .open(OpenHeader {
+                kind: "tcp".into(),
+                target: echo.clone(),
+                grant: pki.sign(&claims).into_bytes().into(),
+            })
+            .unwrap()
+    };
+    // Reads until the stream ends; returns the error it ended with.
+    async fn until_cut(stream: &mut adit_tunnel::Stream) -> std::io::Error {
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => panic!("clean EOF, not a cut"),
+                Ok(_) => {}
+                Err(e) => return e,
+            }
+        }
+    }
+
+    // Ends 1.5 s from now: echoes until then, then the agent cuts it.
+    let started = std::time::Instant::now();
+    let mut s1 = open("rmtacconf-aaaaaaaa", now_ms() + 1500);
+    s1.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    s1.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    let err = tokio::time::timeout(Duration::from_secs(10), until_cut(&mut s1))
+        .await
+        .expect("cut in time");
+    assert!(err.to_string().contains("expired"), "{err}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "cut before the session ended: {took:?}"
+    );
+
+    // Extended by the control plane: survives its grant's end.
+    let mut s2 = open("rmtacconf-bbbbbbbb", now_ms() + 1000);
+    s2.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    s2.read_exact(&mut one).await.unwrap();
+    let extend = ControlMessage::SessionExpiry {
+        session: "rmtacconf-bbbbbbbb".into(),
+        until: now_ms() + 60_000,
+    };
+    tunnel.send_control(extend.encode().into()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s2.write_all(b"y").await.unwrap();
+    s2.read_exact(&mut one).await.unwrap();
+    assert_eq!(&one, b"y", "the extended session's stream still works");
+    // Ended now by the control plane: cut at once.
+    let end = ControlMessage::SessionExpiry {
+        session: "rmtacconf-bbbbbbbb".into(),
+        until: now_ms() - 1,
+    };
+    tunnel.send_control(end.encode().into()).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), until_cut(&mut s2))
+        .await
+        .expect("cut when ended");
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // A stream of a session that already ended is refused.
+    let mut s3 = open("rmtacconf-cccccccc", now_ms() - 1000);
+    let err = tokio::time::timeout(Duration::from_secs(5), until_cut(&mut s3))
+        .await
+        .expect("refused");
+    assert!(err.to_string().contains("expired"), "{err}");
+    agent.shutdown().await.unwrap();
+}

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod demand;
 pub mod openapi;
 mod tokens;
+pub use demand::*;
 pub use tokens::*;
 
 /// Node labels and label selectors.
@@ -43,6 +45,9 @@ pub mod paths {
     /// `POST` [`super::RenewRequest`] → [`super::EnrollResponse`]. Authenticated
     /// by the agent's current client certificate (mutual TLS).
     pub const RENEW: &str = "/v1/renew";
+    /// `POST` [`super::DemandRequest`] → [`super::DemandResponse`], with the node's client
+    /// certificate: the long poll of agents in on-demand tunnel mode.
+    pub const AGENT_DEMAND: &str = "/v1/agent/demand";
     /// `GET` → `Vec<`[`super::NodeInfo`]`>`.
     pub const NODES: &str = "/v1/nodes";
     /// `GET /v1/nodes/{node}` (id or name) → [`super::NodeInfo`].
@@ -277,6 +282,10 @@ pub enum ControlMessage {
     /// Server → agent: the certificate will be refused after this time;
     /// renew now.
     RenewSoon { not_after: i64 },
+    /// Server → agent: remote-access session `session` now ends at `until` (unix
+    /// milliseconds; extended, shortened, or ended now). The agent cuts that session's
+    /// streams then.
+    SessionExpiry { session: String, until: i64 },
 }
 
 impl ControlMessage {

@@ -23,6 +23,7 @@ use crate::{
     ApiTokenInfo, CreateApiTokenRequest, CreateSessionTokenRequest, CreatedApiToken,
     CreatedSessionToken, SessionTokenInfo,
 };
+use crate::{DemandRequest, DemandResponse};
 
 /// The OpenAPI version the document follows.
 pub const OPENAPI_VERSION: &str = "3.0.3";
@@ -343,6 +344,18 @@ pub const OPERATIONS: &[Operation] = &[
         errors: &[400, 401, 403, 413],
     },
     Operation {
+        method: POST,
+        path: paths::AGENT_DEMAND,
+        operation_id: "agentDemand",
+        summary: "Long poll of an on-demand agent: should the node hold a tunnel?",
+        auth: Auth::ClientCert,
+        query: Query::None,
+        request: Some(schema::<DemandRequest>),
+        status: 200,
+        response: Content::Json(schema::<DemandResponse>),
+        errors: &[400, 401, 403, 413],
+    },
+    Operation {
         method: GET,
         path: paths::NODES,
         operation_id: "listNodes",
@@ -644,6 +657,84 @@ pub const OPERATIONS: &[Operation] = &[
     },
 ];
 
+/// OpenAPI links: (from operationId, to operationId, path parameter of the target, where
+/// its value is in the source's success response). They let clients and stateful
+/// testers (schemathesis) follow a created resource to the operations on it.
+pub const LINKS: &[(&str, &str, &str, &str)] = &[
+    (
+        "createJoinToken",
+        "revokeJoinToken",
+        "id",
+        "$response.body#/id",
+    ),
+    ("createUser", "deleteUser", "user", "$response.body#/id"),
+    ("createUser", "setPassword", "user", "$response.body#/name"),
+    ("bindRole", "unbindRole", "id", "$response.body#/id"),
+    ("getNode", "revokeNode", "node", "$response.body#/id"),
+    ("listNodes", "getNode", "node", "$response.body#/0/name"),
+    ("listNodes", "revokeNode", "node", "$response.body#/0/id"),
+    (
+        "listJoinTokens",
+        "revokeJoinToken",
+        "id",
+        "$response.body#/0/id",
+    ),
+    (
+        "listRemoteAccess",
+        "getRemoteAccess",
+        "id",
+        "$response.body#/0/resource_id",
+    ),
+    (
+        "listRemoteAccess",
+        "extendRemoteAccess",
+        "id",
+        "$response.body#/0/resource_id",
+    ),
+    (
+        "listRemoteAccess",
+        "deleteRemoteAccess",
+        "id",
+        "$response.body#/0/resource_id",
+    ),
+    (
+        "createRemoteAccess",
+        "getRemoteAccess",
+        "id",
+        "$response.body#/resource_id",
+    ),
+    (
+        "createRemoteAccess",
+        "extendRemoteAccess",
+        "id",
+        "$response.body#/resource_id",
+    ),
+    (
+        "createRemoteAccess",
+        "deleteRemoteAccess",
+        "id",
+        "$response.body#/resource_id",
+    ),
+    (
+        "extendRemoteAccess",
+        "deleteRemoteAccess",
+        "id",
+        "$response.body#/resource_id",
+    ),
+    (
+        "createSessionToken",
+        "revokeSessionToken",
+        "id",
+        "$response.body#/info/id",
+    ),
+    (
+        "createApiToken",
+        "revokeApiToken",
+        "id",
+        "$response.body#/info/id",
+    ),
+];
+
 /// The names of the `{name}` segments of `path`, in order.
 pub fn path_params(path: &str) -> Vec<&str> {
     path.split('/')
@@ -789,6 +880,20 @@ fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
             "content": { "text/plain": { "schema": { "type": "string" } } },
         }),
     };
+    let links: Map<String, Value> = LINKS
+        .iter()
+        .filter(|(from, ..)| *from == op.operation_id)
+        .map(|(_, to, param, expr)| {
+            (
+                (*to).to_string(),
+                json!({ "operationId": to, "parameters": { *param: expr } }),
+            )
+        })
+        .collect();
+    let mut success = success;
+    if !links.is_empty() {
+        success["links"] = Value::Object(links);
+    }
     responses.insert(op.status.to_string(), success);
     let mut errors: Vec<u16> = op.errors.to_vec();
     if op.auth != Auth::Public && !errors.contains(&401) {
@@ -908,6 +1013,15 @@ mod tests {
             assert!(
                 doc["components"]["schemas"].get(name).is_some(),
                 "dangling $ref {r}"
+            );
+        }
+        for (from, to, param, _) in LINKS {
+            let find = |id: &str| OPERATIONS.iter().find(|o| o.operation_id == id);
+            assert!(find(from).is_some(), "link from unknown {from}");
+            let target = find(to).unwrap_or_else(|| panic!("link to unknown {to}"));
+            assert!(
+                path_params(target.path).contains(param),
+                "{to} has no {param}"
             );
         }
         let mut ids: Vec<&str> = OPERATIONS.iter().map(|o| o.operation_id).collect();

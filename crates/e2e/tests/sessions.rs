@@ -206,3 +206,139 @@ fn endpoint_session_lifecycle() {
     }
     drop(agent);
 }
+
+/// An agent in on-demand mode holds no tunnel until a session is created; then its
+/// tunnel comes up at once (long poll, not a poll interval), plain ssh reaches the
+/// device through the endpoint, and at expiry the live connection is cut, the session is
+/// DELETED and the agent closes its tunnel again.
+#[test]
+fn on_demand_tunnel_session() {
+    assert!(
+        sshd_path().is_some(),
+        "sshd is not installed; scripts/test.sh installs it"
+    );
+    let tmp = TempDir::new("on-demand");
+    let home = tmp.path().join("home");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    login(&home, &server);
+    let token = ok(adit(&home, &["tokens", "create", "--ttl", "10m"]), "token");
+    let sshd = Sshd::start(tmp.path()).unwrap();
+    let state = tmp.path().join("agent");
+    ok(
+        enroll_command(&server.url, token.trim(), "dev1", &state)
+            .output()
+            .unwrap(),
+        "enroll",
+    );
+    let mut cmd = Command::new(bin("adit-agent"));
+    cmd.env("ADIT_LOG", "info")
+        .args(["run", "--tunnel", "on-demand", "--state-dir"])
+        .arg(&state)
+        .args(["--allow", &format!("127.0.0.1:{}", sshd.port)]);
+    let agent = Proc::spawn(cmd).unwrap();
+    agent
+        .wait_line("waiting for remote access", Duration::from_secs(10))
+        .unwrap();
+    // No session, no tunnel.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(node_status(&home, "dev1").as_deref(), Some("offline"));
+
+    let created = Instant::now();
+    let info = json(
+        adit(
+            &home,
+            &[
+                "access",
+                "create",
+                "dev1",
+                "--ttl",
+                "8s",
+                "--endpoint",
+                "--port",
+                &sshd.port.to_string(),
+                "--output",
+                "json",
+            ],
+        ),
+        "access create",
+    );
+    let id = info["resource_id"].as_str().unwrap().to_string();
+    let started = wait_for(Duration::from_secs(5), || {
+        let s = session(&home, &id);
+        (s["current_state"] == "REMOTE_ACCESS_STATE_STARTED" && s["local_port"].is_u64())
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("the session starts: {}", agent.output_so_far()));
+    eprintln!(
+        "on-demand: STARTED {} ms after the create call (server timestamps: {} ms)",
+        created.elapsed().as_millis(),
+        started["configuration_status_timestamp"].as_i64().unwrap()
+            - started["created_at"].as_i64().unwrap()
+    );
+    assert_eq!(node_status(&home, "dev1").as_deref(), Some("online"));
+    let port = started["local_port"].as_u64().unwrap() as u16;
+
+    let out = plain_ssh(&sshd, port)
+        .arg("echo on-demand-ok")
+        .output()
+        .unwrap();
+    assert_eq!(ok(out, "ssh via endpoint").trim(), "on-demand-ok");
+
+    // A live connection is cut at expiry.
+    let mut live = plain_ssh(&sshd, port)
+        .arg("sleep 60; echo not-cut")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cut = wait_for(Duration::from_secs(20), || live.try_wait().ok().flatten());
+    assert!(cut.is_some(), "the live ssh was not cut at expiry");
+    let out = live.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("not-cut"));
+    let ended = wait_for(Duration::from_secs(5), || {
+        let s = session(&home, &id);
+        (s["current_state"] == "REMOTE_ACCESS_STATE_DELETED").then_some(s)
+    })
+    .expect("the session is DELETED after expiry");
+    assert_eq!(ended["configuration_status"], "expired");
+
+    // With no session left, the agent closes its tunnel.
+    agent
+        .wait_line("no remote access left", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || (node_status(&home, "dev1")
+            .as_deref()
+            == Some("offline"))
+        .then_some(()))
+        .is_some(),
+        "the node goes offline again: {}",
+        agent.output_so_far()
+    );
+
+    let events = json(
+        adit(
+            &home,
+            &["audit", "ls", "--output", "json", "--limit", "1000"],
+        ),
+        "audit ls",
+    );
+    let actions: Vec<String> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["session_id"].as_str() == Some(id.as_str()))
+        .map(|e| e["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for step in [
+        "session.create",
+        "session.start",
+        "stream.open",
+        "session.expire",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == step),
+            "audit lacks {step}: {actions:?}"
+        );
+    }
+}

@@ -89,6 +89,11 @@ pub struct GrantClaims {
     /// Session id, when the stream belongs to a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ses: Option<String>,
+    /// When that session expires (unix milliseconds): the agent cuts the stream then,
+    /// independently of the proxy, unless the control plane extends it
+    /// (`ControlMessage::SessionExpiry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sxp: Option<i64>,
 }
 
 /// Claims of an Edge-View session token (audience [`AUD_SESSION`]): whoever holds it may
@@ -573,6 +578,7 @@ mod tests {
             knd: "tcp".into(),
             tgt: "127.0.0.1:22".into(),
             ses: None,
+            sxp: None,
         };
         let t = key.sign(&grant).unwrap();
         assert!(!decode_unverified(&t).unwrap()["claims"]

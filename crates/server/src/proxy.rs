@@ -39,7 +39,7 @@ pub async fn handle_tunnel(
 }
 
 /// Why an agent may not hold a tunnel, if it may not.
-fn agent_refusal(state: &AppState, cert: &[u8]) -> Result<(String, i64), String> {
+pub(crate) fn agent_refusal(state: &AppState, cert: &[u8]) -> Result<(String, i64), String> {
     let node_id = adit_pki::node_id_from_cert_der(cert).map_err(|e| e.to_string())?;
     let serial = adit_pki::serial_hex_from_cert_der(cert).map_err(|e| e.to_string())?;
     let store = &state.store;
@@ -94,6 +94,8 @@ async fn agent_tunnel(
     Metrics::inc(&state.metrics.tunnels_active);
     Metrics::inc(&state.metrics.tunnels_total);
     tracing::info!(%node_id, %peer, "agent connected");
+    // Sessions waiting for this node start now, not at the next tick.
+    crate::sessions::wake(&state);
 
     // The tunnel must not outlive the certificate it was admitted with.
     let expires_in = Duration::from_secs((not_after - adit_pki::now_unix()).max(0) as u64);
@@ -133,6 +135,7 @@ async fn agent_tunnel(
         }
     }
     Metrics::dec(&state.metrics.tunnels_active);
+    crate::sessions::wake(&state);
     tracing::info!(%node_id, %reason, "agent disconnected");
 }
 
@@ -407,6 +410,7 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
         session: None,
         cancel: route.token.as_ref().map(|(_, _, cut)| cut),
         token: route.token.as_ref().map(|(jti, k, _)| (jti.as_str(), *k)),
+        session_expires: None,
     };
     if let Err(why) = relay_to_agent(&state, &route.agent, &mut client, target, peer).await {
         // The agent refused or the target failed: tell the client why.
@@ -429,6 +433,8 @@ pub(crate) struct Relay<'a> {
     pub cancel: Option<&'a CancellationToken>,
     /// The session token (jti) and instance the client used, if any.
     pub token: Option<(&'a str, u8)>,
+    /// When `session` expires (unix milliseconds); the agent enforces it too.
+    pub session_expires: Option<i64>,
 }
 
 /// Signs a grant, opens a stream to the agent and copies both ways until
@@ -456,6 +462,7 @@ where
         knd: kinds::TCP.to_string(),
         tgt: r.target.to_string(),
         ses: r.session.map(str::to_string),
+        sxp: r.session_expires,
     };
     let grant = state
         .signer

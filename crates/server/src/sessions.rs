@@ -21,11 +21,15 @@ use crate::state::AppState;
 const TICK: Duration = Duration::from_millis(500);
 
 /// Live endpoints of this proxy, by session id.
-#[derive(Default)]
 pub struct Sessions {
     notify: tokio::sync::Notify,
+    /// Bumped whenever the set of live sessions may have changed; on-demand agents'
+    /// long polls wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     next_port: Mutex<u16>,
+    /// The expiry each live session's node agent knows (from grants or told since).
+    told: Mutex<HashMap<String, i64>>,
 }
 
 struct Endpoint {
@@ -36,7 +40,28 @@ struct Endpoint {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            notify: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
+            endpoints: Default::default(),
+            next_port: Default::default(),
+            told: Default::default(),
+        }
+    }
+}
+
 impl Sessions {
+    /// A receiver that sees every later change of the live sessions.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
     fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Endpoint>> {
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -53,6 +78,7 @@ impl Sessions {
 
 /// Tells the loop that sessions changed; it reconciles at once.
 pub fn wake(state: &AppState) {
+    state.sessions.changed();
     state.sessions.notify.notify_one();
 }
 
@@ -160,9 +186,27 @@ pub async fn reconcile(state: &AppState) {
                 None,
             );
             audit(state, &ra, action, crate::audit::OK, why);
+            state.sessions.changed();
+            tell_agent(state, &ra, now);
+            state
+                .sessions
+                .told
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ra.resource_id);
             continue;
         }
         live.insert(ra.resource_id.clone());
+        // Extended or shortened: the agent enforces expiry too, so it must know.
+        let previous = state
+            .sessions
+            .told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ra.resource_id.clone(), ra.expiration_timestamp);
+        if previous.is_some_and(|p| p != ra.expiration_timestamp) {
+            tell_agent(state, &ra, ra.expiration_timestamp);
+        }
         let port = if ra.endpoint {
             match ensure_endpoint(state, &ra).await {
                 Ok(p) => Some(p),
@@ -229,6 +273,25 @@ pub async fn reconcile(state: &AppState) {
         .collect();
     for id in stale {
         teardown(state, &id).await;
+    }
+    state
+        .sessions
+        .told
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|id, _| live.contains(id));
+}
+
+/// Tells the node's agent (if connected) that `ra` now ends at `until`.
+fn tell_agent(state: &AppState, ra: &RemoteAccess, until: adit_store::Millis) {
+    if let Some(agent) = state.registry.get(&ra.instance) {
+        let msg = adit_api::ControlMessage::SessionExpiry {
+            session: ra.resource_id.clone(),
+            until,
+        };
+        if let Err(e) = agent.send_control(msg.encode().into()) {
+            tracing::debug!(session = %ra.resource_id, error = %e, "could not tell the agent");
+        }
     }
 }
 
@@ -375,6 +438,13 @@ async fn endpoint_connection(
         .ok()
         .flatten()
         .map_or_else(|| ra.instance.clone(), |n| n.name);
+    // The session may have been extended since its endpoint opened.
+    let expires = state
+        .store
+        .remote_access(&ra.tenant_id, &ra.resource_id)
+        .ok()
+        .flatten()
+        .map_or(ra.expiration_timestamp, |r| r.expiration_timestamp);
     let relay = Relay {
         tenant_id: &ra.tenant_id,
         actor: &ra.created_by,
@@ -384,6 +454,7 @@ async fn endpoint_connection(
         session: Some(&ra.resource_id),
         cancel: Some(&cancel),
         token: None,
+        session_expires: Some(expires),
     };
     if let Err(why) = relay_to_agent(&state, &agent, &mut tcp, relay, peer).await {
         tracing::debug!(session = %ra.resource_id, %why, "endpoint connection ended");

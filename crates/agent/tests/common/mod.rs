@@ -94,6 +94,7 @@ impl Pki {
             knd: "tcp".into(),
             tgt: target.into(),
             ses: None,
+            sxp: None,
         }
     }
 

@@ -68,7 +68,7 @@ pub struct Ctx {
 /// What `--token` holds.
 pub enum GivenToken<'a> {
     /// An Edge-View session token, with its claims (not verified here: the server does).
-    Session(&'a str, adit_pki::SessionClaims),
+    Session(&'a str, Box<adit_pki::SessionClaims>),
     /// An API token (or any access token): replaces the saved login's token.
     Access(&'a adit_pki::Secret),
 }
@@ -102,7 +102,7 @@ impl Ctx {
             let claims: adit_pki::SessionClaims = serde_json::from_value(claims).map_err(|e| {
                 crate::error::UsageError(format!("--token is a malformed session token: {e}"))
             })?;
-            return Ok(Some(GivenToken::Session(jwt, claims)));
+            return Ok(Some(GivenToken::Session(jwt, Box::new(claims))));
         }
         Ok(Some(GivenToken::Access(secret)))
     }

@@ -6,6 +6,7 @@
 //! tenant; a row of another tenant looks exactly like a missing one.
 
 mod audit;
+mod demand;
 mod enroll;
 mod error;
 mod join_tokens;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route(&axum_path(paths::JOIN_TOKEN), delete(join_tokens::revoke))
         .route(paths::ENROLL, post(enroll::enroll))
         .route(paths::RENEW, post(enroll::renew))
+        .route(paths::AGENT_DEMAND, post(demand::poll))
         .route(paths::NODES, get(nodes::list))
         .route(&axum_path(paths::NODE), get(nodes::get))
         .route(&axum_path(paths::NODE_REVOKE), post(nodes::revoke))
