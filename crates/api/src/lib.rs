@@ -139,6 +139,7 @@ pub struct LoginRequest {
 pub struct LoginResponse {
     /// ES256 JWT (audience `adit-api`), sent as `Authorization: Bearer`.
     pub access_token: String,
+    /// When the access token expires, in unix seconds (its `exp` claim).
     pub expires_at: i64,
     pub user: String,
     pub tenant: String,
@@ -160,6 +161,7 @@ pub struct WhoAmI {
     pub tenant: String,
     pub tenant_id: String,
     pub roles: Vec<RoleInfo>,
+    /// When the access token expires, in unix seconds (its `exp` claim).
     pub expires_at: i64,
 }
 
@@ -270,6 +272,27 @@ pub struct NodeInfo {
     pub cert_not_after: Option<i64>,
     pub revoked_at: Option<i64>,
     pub created_at: i64,
+    /// What is happening on the node now (Edge-View style status).
+    #[serde(default)]
+    pub activity: NodeActivity,
+}
+
+/// A node's live sessions and streams, as this server sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeActivity {
+    /// Remote-access configurations that are STARTED.
+    pub active_sessions: u32,
+    /// When the oldest of them was created (unix milliseconds).
+    pub session_started_at: Option<i64>,
+    /// When the last of them expires (unix milliseconds).
+    pub session_expires_at: Option<i64>,
+    /// Streams open to the node now.
+    pub streams_active: u64,
+    /// Streams opened to the node since the server started.
+    pub streams_total: u64,
+    /// When the last stream was opened (unix milliseconds).
+    pub last_stream_at: Option<i64>,
 }
 
 /// Messages on a tunnel's control stream (stream 0), JSON-encoded.

@@ -284,6 +284,29 @@ fn on_demand_tunnel_session() {
         .unwrap();
     assert_eq!(ok(out, "ssh via endpoint").trim(), "on-demand-ok");
 
+    // Node status, Edge-View style: the active session and the stream it carried.
+    let node = json(
+        adit(&home, &["nodes", "show", "dev1", "--output", "json"]),
+        "nodes show",
+    );
+    let activity = &node["activity"];
+    assert_eq!(activity["active_sessions"], 1, "{node}");
+    assert_eq!(
+        activity["session_expires_at"], started["expiration_timestamp"],
+        "{node}"
+    );
+    assert_eq!(
+        activity["session_started_at"], started["created_at"],
+        "{node}"
+    );
+    assert!(activity["streams_total"].as_u64().unwrap() >= 1, "{node}");
+    assert!(activity["last_stream_at"].is_i64(), "{node}");
+    let shown = ok(adit(&home, &["nodes", "show", "dev1"]), "nodes show");
+    assert!(
+        shown.contains("sessions") && shown.contains("since the server started"),
+        "{shown}"
+    );
+
     // A live connection is cut at expiry.
     let mut live = plain_ssh(&sshd, port)
         .arg("sleep 60; echo not-cut")

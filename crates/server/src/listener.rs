@@ -1,25 +1,78 @@
 //! The one public port: TLS, then routing by ALPN. `adit/1` connections
 //! become tunnels (agents with a client certificate, clients without);
 //! everything else is the HTTP API.
+//!
+//! What an unauthenticated peer can hold on this port, and for how long:
+//!
+//! - A TCP connection that has not finished TLS: at most
+//!   [`CLIENT_HELLO_TIMEOUT`] to deliver its ClientHello and
+//!   [`HANDSHAKE_TIMEOUT`] in all, and only while there is room for it in
+//!   [`Admission`] (see there: floods of half-open connections are shed, they
+//!   never make a new connection wait).
+//! - An HTTP/1.1 connection: [`HEADER_READ_TIMEOUT`] for each request head
+//!   (also between keep-alive requests), [`BODY_READ_TIMEOUT`] for the body,
+//!   [`MAX_HEADERS`] headers in at most [`MAX_HEAD_BYTES`] (more is a 431).
+//! - An HTTP/2 connection: [`HEADER_READ_TIMEOUT`] until its first request,
+//!   [`BODY_READ_TIMEOUT`] per request body, [`H2_MAX_HEADER_LIST`] of
+//!   headers per request, keep-alive pings to drop dead peers.
+//!
+//! `e2e/tests/floods.rs` runs each of these floods against the real binary.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
 use crate::state::{AppState, ClientAddr, PeerCert};
 
-/// A TLS handshake that takes longer than this is dropped (half-open floods).
+/// A peer must deliver its whole ClientHello this soon after the TCP
+/// connection is accepted. A real client sends it right after connecting,
+/// so this only has to cover a few round trips and a retransmission on a
+/// lossy link.
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole TLS handshake (client certificate included) must finish this
+/// soon after the TCP connection is accepted.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent TLS handshakes in progress; more wait for a slot.
-const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+/// Handshakes in progress at once. Beyond it, stalled ones are shed (see
+/// [`Admission`]); only when none is stalled does a new connection wait.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Handshakes in progress from one source address before that source's
+/// stalled ones are shed. Generous for many devices behind one NAT (a
+/// herd's handshakes are doing work, not stalled, and are never shed).
+const MAX_PENDING_PER_SOURCE: usize = 64;
+
+/// Each HTTP/1.1 request head must arrive within this time from when the
+/// server starts waiting for it (connection start, or the previous response
+/// on a keep-alive connection); the first request on HTTP/2 too.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body must have arrived in full this long after its head; API
+/// bodies are small (64 KiB at most), so only a deliberately slow sender
+/// needs longer.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Headers per HTTP/1.1 request (hyper's default, stated here).
+const MAX_HEADERS: usize = 100;
+/// Largest HTTP/1.1 request head (and read buffer); beyond it, 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest header list of an HTTP/2 request (hyper's default, stated here).
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Concurrent requests on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 64;
+/// HTTP/2 keep-alive: ping an idle connection this often, drop it when the
+/// ping is not answered within the same time.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(
@@ -29,8 +82,7 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let admission = Arc::new(Admission::default());
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -45,46 +97,86 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            break;
+        let ticket = loop {
+            let (ticket, shed) = admission.try_admit(peer.ip());
+            for _ in 0..shed {
+                Metrics::inc(&state.metrics.tls_handshake_errors);
+            }
+            if let Some(t) = ticket {
+                break t;
+            }
+            // Every slot is a handshake past its ClientHello, i.e. real work
+            // that ends within HANDSHAKE_TIMEOUT: wait, and let the kernel's
+            // backlog hold the rest.
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tasks.close();
+                    return;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
         };
-        let (acceptor, state, router, shutdown) = (
-            acceptor.clone(),
-            state.clone(),
-            router.clone(),
-            shutdown.clone(),
-        );
+        let (tls, state, router, shutdown) =
+            (tls.clone(), state.clone(), router.clone(), shutdown.clone());
         tasks.spawn(async move {
-            handle_connection(tcp, peer, acceptor, state, router, shutdown, permit).await;
+            handle_connection(tcp, peer, tls, state, router, shutdown, ticket).await;
         });
     }
     tasks.close();
 }
 
+/// The TLS handshake of one admitted connection, bounded by the timeouts
+/// and by [`Admission`] shedding it while it waits for its ClientHello.
+async fn handshake(
+    tcp: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    ticket: &Ticket,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+    let deadline = ticket.admitted_at + HANDSHAKE_TIMEOUT;
+    ticket.set_phase(Phase::AwaitingHello);
+    let hello = tokio::time::timeout(
+        CLIENT_HELLO_TIMEOUT,
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),
+    );
+    let start = tokio::select! {
+        _ = ticket.shed.cancelled() => {
+            return Err("shed: too many handshakes waiting for a ClientHello".into());
+        }
+        r = hello => match r {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no ClientHello within {CLIENT_HELLO_TIMEOUT:?}")),
+        },
+    };
+    if !ticket.set_phase(Phase::Working) {
+        return Err("shed: too many handshakes waiting for a ClientHello".into());
+    }
+    match tokio::time::timeout_at(deadline, start.into_stream(tls)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("not finished within {HANDSHAKE_TIMEOUT:?}")),
+    }
+}
+
 async fn handle_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     state: AppState,
     router: Router,
     shutdown: CancellationToken,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    ticket: Ticket,
 ) {
     adit_tunnel::tune_socket(&tcp);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let tls = match handshake(tcp, tls, &ticket).await {
+        Ok(tls) => tls,
+        Err(why) => {
             Metrics::inc(&state.metrics.tls_handshake_errors);
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            Metrics::inc(&state.metrics.tls_handshake_errors);
-            tracing::debug!(%peer, "TLS handshake timed out");
+            tracing::debug!(%peer, %why, "TLS handshake failed");
             return;
         }
     };
-    drop(permit);
+    drop(ticket);
     Metrics::inc(&state.metrics.tls_handshakes);
     let (_, conn) = tls.get_ref();
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
@@ -96,33 +188,371 @@ async fn handle_connection(
         crate::proxy::handle_tunnel(state, tls, peer, peer_cert, shutdown).await;
         return;
     }
+    serve_http(
+        tls,
+        peer,
+        peer_cert,
+        alpn.as_deref() == Some(b"h2"),
+        router,
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves the HTTP API on one TLS connection, in the protocol ALPN chose.
+async fn serve_http(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    peer_cert: Option<Vec<u8>>,
+    h2: bool,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     let peer_cert = peer_cert.map(|c| PeerCert(Arc::new(c)));
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(ClientAddr(peer));
-        if let Some(cert) = &peer_cert {
-            req.extensions_mut().insert(cert.clone());
+    let requested = Arc::new(AtomicBool::new(false));
+    let service = hyper::service::service_fn({
+        let requested = requested.clone();
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            requested.store(true, Ordering::Relaxed);
+            let mut req = req.map(|body| axum::body::Body::new(DeadlineBody::new(body)));
+            req.extensions_mut().insert(ClientAddr(peer));
+            if let Some(cert) = &peer_cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            router.clone().oneshot(req)
         }
-        router.clone().oneshot(req)
     });
+    // The protocol is the one ALPN chose (HTTP/1.1 without ALPN), never
+    // sniffed: hyper-util's version detection waits for the first bytes
+    // with no timeout, which a silent client could hold forever.
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024);
-    builder.http2().max_concurrent_streams(64);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    // hyper's header-read timeout covers HTTP/1.1; on HTTP/2 nothing bounds
+    // the wait for the preface and the first request, so this does.
+    let first_request = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    tokio::pin!(first_request);
+    let mut awaiting_first = true;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut first_request, if awaiting_first => {
+                if !requested.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "no HTTP request within {HEADER_READ_TIMEOUT:?}; closing");
+                    return;
+                }
+                awaiting_first = false;
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                return;
             }
         }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    }
+}
+
+// === impl DeadlineBody ===
+
+/// A request body that fails once [`BODY_READ_TIMEOUT`] has passed since
+/// the request head: a client sending its body a byte at a time gets an
+/// error response and the connection is closed, instead of holding a task
+/// and a connection for as long as it likes. hyper has no such timeout.
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    deadline: Instant,
+    /// Created on the first wait, so that bodies that are already there
+    /// (and empty ones) never touch the timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: hyper::body::Incoming) -> Self {
+        Self {
+            inner,
+            deadline: Instant::now() + BODY_READ_TIMEOUT,
+            timer: None,
         }
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl Admission ===
+
+/// Where an admitted handshake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// Accepted; its task has not run yet.
+    Accepted = 0,
+    /// Waiting for the peer's ClientHello: costs the peer nothing, so this
+    /// is where half-open floods sit. May be shed.
+    AwaitingHello = 1,
+    /// ClientHello received; the server is doing the handshake's work.
+    /// Never shed (a herd of reconnecting agents looks like this).
+    Working = 2,
+}
+
+/// Which TLS handshakes may be in progress.
+///
+/// Why: the accept loop used to wait for one of 1024 handshake slots. A
+/// flood of connections that send nothing (or half a ClientHello) filled
+/// them, the loop stopped accepting, and every new connection, a user's
+/// included, waited in the kernel's backlog (or had its SYN dropped) until
+/// the flood's handshakes timed out 10 s later.
+///
+/// Now the accept loop never waits for a stalled handshake. A new
+/// connection is admitted, and to make room:
+/// - when its source address already has [`MAX_PENDING_PER_SOURCE`]
+///   handshakes in progress, that source's oldest one still awaiting its
+///   ClientHello is closed (one address cannot crowd out the others);
+/// - when [`MAX_PENDING_HANDSHAKES`] are in progress, the oldest one of any
+///   source still awaiting its ClientHello is closed (many addresses
+///   cannot either).
+///
+/// Oldest first, because a real client sends its ClientHello right after
+/// connecting: the connection that has waited longest for one is the
+/// likeliest to be a flood's, and a newcomer gets its round trip's chance.
+/// Handshakes past their ClientHello are never shed; only when every slot
+/// holds one does a new connection wait (as before, but now only behind
+/// real work that the handshake timeout bounds).
+#[derive(Debug, Default)]
+struct Admission {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    next_id: u64,
+    /// Handshakes in progress by admission order (oldest first).
+    by_id: BTreeMap<u64, Entry>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    source: IpAddr,
+    phase: Phase,
+    shed: CancellationToken,
+}
+
+/// One admitted handshake; it leaves the pending set when dropped.
+struct Ticket {
+    id: u64,
+    admitted_at: Instant,
+    shed: CancellationToken,
+    admission: Arc<Admission>,
+}
+
+impl Admission {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a handshake from `source`, shedding stalled ones to make room
+    /// (how many is the second value); `None` when every slot holds a
+    /// handshake past its ClientHello.
+    fn try_admit(self: &Arc<Self>, source: IpAddr) -> (Option<Ticket>, usize) {
+        let mut p = self.lock();
+        let mut shed = 0;
+        if p.per_source.get(&source).copied().unwrap_or(0) >= MAX_PENDING_PER_SOURCE
+            && p.shed_oldest_stalled(Some(source))
+        {
+            shed += 1;
+        }
+        if p.by_id.len() >= MAX_PENDING_HANDSHAKES {
+            if !p.shed_oldest_stalled(None) {
+                return (None, shed);
+            }
+            shed += 1;
+        }
+        let id = p.next_id;
+        p.next_id += 1;
+        let token = CancellationToken::new();
+        p.by_id.insert(
+            id,
+            Entry {
+                source,
+                phase: Phase::Accepted,
+                shed: token.clone(),
+            },
+        );
+        *p.per_source.entry(source).or_default() += 1;
+        let ticket = Ticket {
+            id,
+            admitted_at: Instant::now(),
+            shed: token,
+            admission: self.clone(),
+        };
+        (Some(ticket), shed)
+    }
+}
+
+impl Pending {
+    /// Closes the oldest handshake awaiting its ClientHello (from `source`
+    /// only, if given); false if there is none. Scans at most
+    /// [`MAX_PENDING_HANDSHAKES`] entries, and only when a limit is reached.
+    fn shed_oldest_stalled(&mut self, source: Option<IpAddr>) -> bool {
+        let victim = self
+            .by_id
+            .iter()
+            .find(|(_, e)| e.phase == Phase::AwaitingHello && source.is_none_or(|s| s == e.source))
+            .map(|(id, _)| *id);
+        let Some(entry) = victim.and_then(|id| self.remove(id)) else {
+            return false;
+        };
+        entry.shed.cancel();
+        true
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.by_id.remove(&id)?;
+        if let Some(n) = self.per_source.get_mut(&entry.source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&entry.source);
+            }
+        }
+        Some(entry)
+    }
+}
+
+impl Ticket {
+    /// Records the handshake's progress; false if it was shed already.
+    fn set_phase(&self, phase: Phase) -> bool {
+        let mut p = self.admission.lock();
+        match p.by_id.get_mut(&self.id) {
+            Some(e) => {
+                e.phase = phase;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.admission.lock().remove(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn admit(a: &Arc<Admission>, source: IpAddr, phase: Phase) -> (Ticket, usize) {
+        let (t, shed) = a.try_admit(source);
+        let t = t.expect("admitted");
+        assert!(t.set_phase(phase));
+        (t, shed)
+    }
+
+    #[test]
+    fn one_source_sheds_its_own_oldest_stalled_handshake() {
+        let a = Arc::new(Admission::default());
+        let flood: Vec<_> = (0..MAX_PENDING_PER_SOURCE)
+            .map(|_| admit(&a, ip(1), Phase::AwaitingHello).0)
+            .collect();
+        let other = admit(&a, ip(2), Phase::AwaitingHello).0;
+        let (_new, shed) = admit(&a, ip(1), Phase::AwaitingHello);
+        assert_eq!(shed, 1);
+        assert!(flood[0].shed.is_cancelled(), "the oldest of that source");
+        assert!(!flood[1].shed.is_cancelled());
+        assert!(!other.shed.is_cancelled(), "other sources are left alone");
+        assert_eq!(a.lock().per_source[&ip(1)], MAX_PENDING_PER_SOURCE);
+    }
+
+    #[test]
+    fn a_full_table_sheds_the_oldest_stalled_and_never_working_ones() {
+        let a = Arc::new(Admission::default());
+        let mut held = Vec::new();
+        // A handshake doing work is the oldest; stalled ones fill the rest
+        // from many sources.
+        held.push(admit(&a, ip(0), Phase::Working).0);
+        for i in 1..MAX_PENDING_HANDSHAKES {
+            held.push(admit(&a, ip((i % 200) as u8 + 1), Phase::AwaitingHello).0);
+        }
+        let (_user, shed) = admit(&a, ip(250), Phase::AwaitingHello);
+        assert_eq!(shed, 1);
+        assert!(!held[0].shed.is_cancelled(), "work in progress is kept");
+        assert!(held[1].shed.is_cancelled(), "the oldest stalled one goes");
+        assert_eq!(a.lock().by_id.len(), MAX_PENDING_HANDSHAKES);
+        // A shed ticket cannot move on.
+        assert!(!held[1].set_phase(Phase::Working));
+    }
+
+    #[test]
+    fn a_table_full_of_work_makes_newcomers_wait() {
+        let a = Arc::new(Admission::default());
+        let held: Vec<_> = (0..MAX_PENDING_HANDSHAKES)
+            .map(|i| admit(&a, ip((i % 200) as u8), Phase::Working).0)
+            .collect();
+        assert!(a.try_admit(ip(250)).0.is_none());
+        drop(held);
+        let p = a.lock();
+        assert!(p.by_id.is_empty() && p.per_source.is_empty(), "{p:?}");
     }
 }

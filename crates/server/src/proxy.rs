@@ -477,6 +477,7 @@ where
         .map_err(|e| format!("node '{}' is unreachable: {e}", r.node_name))?;
     Metrics::inc(&state.metrics.streams_total);
     Metrics::inc(&state.metrics.streams_active);
+    state.node_streams.opened(r.node_id);
     let started = Instant::now();
     // Large buffers: fewer, fuller DATA frames and fewer wake-ups per byte.
     let copy =
@@ -497,6 +498,7 @@ where
         None => copy.await,
     };
     Metrics::dec(&state.metrics.streams_active);
+    state.node_streams.closed(r.node_id);
     let (to_node, from_node, outcome, error) = match &result {
         Ok((a, b)) => (*a, *b, "ok", None),
         Err(e) => (0, 0, "error", Some(e.to_string())),

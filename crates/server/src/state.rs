@@ -58,6 +58,46 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
     /// Client instances of session tokens in use, and their cut signals.
     pub token_instances: Arc<crate::session_tokens::Instances>,
+    /// Streams per node (for node status).
+    pub node_streams: Arc<NodeStreams>,
+}
+
+/// Stream counts per node id, in memory (this server since it started).
+#[derive(Debug, Default)]
+pub struct NodeStreams(std::sync::Mutex<std::collections::HashMap<String, StreamCounts>>);
+
+/// One node's stream counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCounts {
+    pub active: u64,
+    pub total: u64,
+    pub last_opened: Option<i64>,
+}
+
+impl NodeStreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, StreamCounts>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A stream to `node_id` opened.
+    pub fn opened(&self, node_id: &str) {
+        let mut map = self.lock();
+        let c = map.entry(node_id.to_string()).or_default();
+        c.active += 1;
+        c.total += 1;
+        c.last_opened = Some(adit_store::now_millis());
+    }
+
+    /// A stream to `node_id` closed.
+    pub fn closed(&self, node_id: &str) {
+        if let Some(c) = self.lock().get_mut(node_id) {
+            c.active = c.active.saturating_sub(1);
+        }
+    }
+
+    pub fn get(&self, node_id: &str) -> StreamCounts {
+        self.lock().get(node_id).copied().unwrap_or_default()
+    }
 }
 
 impl AppState {
@@ -78,6 +118,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             sessions: Default::default(),
             token_instances: Default::default(),
+            node_streams: Default::default(),
         }
     }
 }

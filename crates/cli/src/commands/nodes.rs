@@ -121,5 +121,16 @@ pub fn render_node(n: &NodeInfo, now: SystemTime) -> String {
         ("cert expires", time(n.cert_not_after)),
         ("revoked", time(n.revoked_at)),
         ("enrolled", time(Some(n.created_at))),
+        ("sessions", n.activity.active_sessions.to_string()),
+        ("session since", time(n.activity.session_started_at)),
+        ("session until", time(n.activity.session_expires_at)),
+        (
+            "streams",
+            format!(
+                "{} open, {} since the server started",
+                n.activity.streams_active, n.activity.streams_total
+            ),
+        ),
+        ("last stream", time(n.activity.last_stream_at)),
     ])
 }

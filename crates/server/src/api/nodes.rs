@@ -2,8 +2,8 @@
 //!
 //! A node the caller may not read is reported exactly like a node that does not exist.
 
-use adit_api::NodeInfo;
-use adit_store::Node;
+use adit_api::{NodeActivity, NodeInfo};
+use adit_store::{Node, RemoteAccess, RemoteAccessFilter, RemoteAccessState};
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::json;
@@ -30,7 +30,44 @@ pub fn node_info(node: &Node) -> NodeInfo {
         cert_not_after: node.cert_not_after,
         revoked_at: node.revoked_at,
         created_at: node.created_at,
+        activity: Default::default(),
     }
+}
+
+/// [`node_info`] with the node's live sessions (from `sessions`, the live remote-access
+/// configurations of its tenant) and this server's stream counts.
+fn node_info_live(state: &AppState, node: &Node, sessions: &[RemoteAccess]) -> NodeInfo {
+    let mut info = node_info(node);
+    let started: Vec<&RemoteAccess> = sessions
+        .iter()
+        .filter(|r| r.instance == node.id && r.current_state == RemoteAccessState::Started)
+        .collect();
+    let streams = state.node_streams.get(&node.id);
+    info.activity = NodeActivity {
+        active_sessions: u32::try_from(started.len()).unwrap_or(u32::MAX),
+        session_started_at: started.iter().map(|r| r.created_at).min(),
+        session_expires_at: started.iter().map(|r| r.expiration_timestamp).max(),
+        streams_active: streams.active,
+        streams_total: streams.total,
+        last_stream_at: streams.last_opened,
+    };
+    info
+}
+
+/// The tenant's STARTED configurations (of one node if given).
+fn started_sessions(
+    state: &AppState,
+    tenant_id: &str,
+    node_id: Option<&str>,
+) -> Result<Vec<RemoteAccess>, ApiFailure> {
+    Ok(state.store.list_remote_access(
+        tenant_id,
+        &RemoteAccessFilter {
+            instance: node_id.map(str::to_string),
+            current_state: Some(RemoteAccessState::Started),
+            ..Default::default()
+        },
+    )?)
 }
 
 fn no_such_node(key: &str) -> ApiFailure {
@@ -60,11 +97,12 @@ pub(super) async fn list(
         )));
     }
     let nodes = state.store.list_nodes(&p.tenant_id)?;
+    let sessions = started_sessions(&state, &p.tenant_id, None)?;
     Ok(Json(
         nodes
             .iter()
             .filter(|n| allowed(&p, Permission::ReadNodes, Some(n)))
-            .map(node_info)
+            .map(|n| node_info_live(&state, n, &sessions))
             .collect(),
     ))
 }
@@ -74,7 +112,9 @@ pub(super) async fn get(
     p: Principal,
     Path(key): Path<String>,
 ) -> Result<Json<NodeInfo>, ApiFailure> {
-    Ok(Json(node_info(&visible_node(&state, &p, &key)?)))
+    let node = visible_node(&state, &p, &key)?;
+    let sessions = started_sessions(&state, &p.tenant_id, Some(&node.id))?;
+    Ok(Json(node_info_live(&state, &node, &sessions)))
 }
 
 pub(super) async fn revoke(
