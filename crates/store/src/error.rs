@@ -30,6 +30,10 @@ pub enum StoreError {
     /// A stored value could not be decoded (for example a JSON column that is not valid JSON).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The disk holding the database is full: the write was not made (the transaction
+    /// rolled back), and writes succeed again once space is freed.
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 /// Why [`Store::consume_join_token`](crate::Store::consume_join_token) refused a token.

@@ -92,6 +92,12 @@ impl IntoResponse for ApiFailure {
 impl From<StoreError> for ApiFailure {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store operation failed while serving an API request");
+        if let StoreError::Full(_) = e {
+            return Self::unavailable(
+                "the server's disk is full: this change was not saved; free space in the \
+                 server's data directory and try again",
+            );
+        }
         Self::internal(
             "the server could not read or write its database; try again, and if it keeps \
              failing ask the operator to check the server log",

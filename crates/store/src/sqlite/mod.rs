@@ -157,7 +157,17 @@ fn new_id() -> String {
 
 /// Wraps a driver error with what was being attempted.
 fn backend(what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Backend(format!("{what}: {e}"))
+    move |e| storage_error(e, &what)
+}
+
+/// A driver error as a [`StoreError`]: [`StoreError::Full`] when the disk is full.
+fn storage_error(e: rusqlite::Error, what: &dyn std::fmt::Display) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full(format!("{what}: {e}"))
+        }
+        _ => StoreError::Backend(format!("{what}: {e}")),
+    }
 }
 
 fn constraint_code(e: &rusqlite::Error) -> Option<i32> {
@@ -194,7 +204,7 @@ fn insert_error(
     } else if is_fk_violation(&e) {
         StoreError::NotFound(missing_parent())
     } else {
-        StoreError::Backend(format!("{what}: {e}"))
+        storage_error(e, &what)
     }
 }
 
