@@ -57,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
         }
 
         // The same bytes arriving in two reads, split where the first byte says.
-        let split = data.first().map_or(0, |b| usize::from(*b) % (data.len() + 1));
+        let split = data
+            .first()
+            .map_or(0, |b| usize::from(*b) % (data.len() + 1));
         let mut pieces = BytesMut::from(&data[..split]);
         let (mut got, mut got_error) = decode_all(&mut pieces, max_payload);
         if got_error.is_none() {
