@@ -44,9 +44,12 @@ cargo build -j"$jobs" --workspace --bins
 log "cargo test"
 cargo test -j"$jobs" --workspace -- --test-threads=2
 
+log "schemathesis against the OpenAPI document (bounded)"
+bash scripts/schemathesis.sh
+
 if [ "$quick" = 0 ]; then
   log "fuzzing (bounded)"
-  scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-25}"
 fi
 
 log "all checks passed"

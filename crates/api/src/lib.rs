@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 mod demand;
 pub mod openapi;
 mod tokens;
+pub mod toolbox;
 pub use demand::*;
 pub use tokens::*;
 
@@ -103,6 +104,7 @@ pub mod kinds {
     /// `HOST:PORT` and the grant is a signed grant JWT (`adit_pki::GrantClaims`, audience `adit-grant`)
     /// token.
     pub const TCP: &str = "tcp";
+    pub use crate::toolbox::kinds::*;
 }
 
 /// An error body: every non-2xx response carries one.

@@ -50,9 +50,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`Admission`]); only when none is stalled does a new connection wait.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Handshakes in progress from one source address before that source's
-/// stalled ones are shed. Generous for many devices behind one NAT (a
-/// herd's handshakes are doing work, not stalled, and are never shed).
+/// stalled ones are shed. Many devices behind one NAT may exceed it in a
+/// reconnection herd; that costs them nothing, since only stalled
+/// handshakes are shed.
 const MAX_PENDING_PER_SOURCE: usize = 64;
+/// A handshake is stalled, and may be shed, once it has waited this long
+/// for the rest of its ClientHello. A real client sends the ClientHello
+/// with (or right after) the last packet of the TCP handshake; this leaves
+/// room for a slow client and a lost packet, and keeps a burst of honest
+/// connections (or one whose client is busy) from being taken for a flood.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// Each HTTP/1.1 request head must arrive within this time from when the
 /// server starts waiting for it (connection start, or the previous response
@@ -344,7 +351,7 @@ enum Phase {
     /// Accepted; its task has not run yet.
     Accepted = 0,
     /// Waiting for the peer's ClientHello: costs the peer nothing, so this
-    /// is where half-open floods sit. May be shed.
+    /// is where half-open floods sit. May be shed after [`STALLED_AFTER`].
     AwaitingHello = 1,
     /// ClientHello received; the server is doing the handshake's work.
     /// Never shed (a herd of reconnecting agents looks like this).
@@ -359,21 +366,22 @@ enum Phase {
 /// included, waited in the kernel's backlog (or had its SYN dropped) until
 /// the flood's handshakes timed out 10 s later.
 ///
-/// Now the accept loop never waits for a stalled handshake. A new
-/// connection is admitted, and to make room:
+/// Now the accept loop does not wait behind stalled handshakes (ones that
+/// have waited [`STALLED_AFTER`] for their ClientHello). A new connection
+/// is admitted, and to make room:
 /// - when its source address already has [`MAX_PENDING_PER_SOURCE`]
-///   handshakes in progress, that source's oldest one still awaiting its
-///   ClientHello is closed (one address cannot crowd out the others);
-/// - when [`MAX_PENDING_HANDSHAKES`] are in progress, the oldest one of any
-///   source still awaiting its ClientHello is closed (many addresses
-///   cannot either).
+///   handshakes in progress, that source's oldest stalled one is closed
+///   (one address cannot crowd out the others);
+/// - when [`MAX_PENDING_HANDSHAKES`] are in progress, the oldest stalled
+///   one of any source is closed (many addresses cannot either).
 ///
 /// Oldest first, because a real client sends its ClientHello right after
 /// connecting: the connection that has waited longest for one is the
-/// likeliest to be a flood's, and a newcomer gets its round trip's chance.
-/// Handshakes past their ClientHello are never shed; only when every slot
-/// holds one does a new connection wait (as before, but now only behind
-/// real work that the handshake timeout bounds).
+/// likeliest to be a flood's, and a newcomer gets its chance. Handshakes
+/// past their ClientHello are never shed. When every slot holds one that
+/// is not stalled, a new connection waits, at most until the oldest
+/// waiting one turns stalled ([`STALLED_AFTER`]) or work finishes: a fresh
+/// flood delays a user by about a second instead of the handshake timeout.
 #[derive(Debug, Default)]
 struct Admission {
     pending: Mutex<Pending>,
@@ -391,6 +399,8 @@ struct Pending {
 struct Entry {
     source: IpAddr,
     phase: Phase,
+    /// When the phase last changed.
+    since: Instant,
     shed: CancellationToken,
 }
 
@@ -411,15 +421,16 @@ impl Admission {
     /// (how many is the second value); `None` when every slot holds a
     /// handshake past its ClientHello.
     fn try_admit(self: &Arc<Self>, source: IpAddr) -> (Option<Ticket>, usize) {
+        let now = Instant::now();
         let mut p = self.lock();
         let mut shed = 0;
         if p.per_source.get(&source).copied().unwrap_or(0) >= MAX_PENDING_PER_SOURCE
-            && p.shed_oldest_stalled(Some(source))
+            && p.shed_oldest_stalled(Some(source), now)
         {
             shed += 1;
         }
         if p.by_id.len() >= MAX_PENDING_HANDSHAKES {
-            if !p.shed_oldest_stalled(None) {
+            if !p.shed_oldest_stalled(None, now) {
                 return (None, shed);
             }
             shed += 1;
@@ -432,13 +443,14 @@ impl Admission {
             Entry {
                 source,
                 phase: Phase::Accepted,
+                since: now,
                 shed: token.clone(),
             },
         );
         *p.per_source.entry(source).or_default() += 1;
         let ticket = Ticket {
             id,
-            admitted_at: Instant::now(),
+            admitted_at: now,
             shed: token,
             admission: self.clone(),
         };
@@ -447,14 +459,18 @@ impl Admission {
 }
 
 impl Pending {
-    /// Closes the oldest handshake awaiting its ClientHello (from `source`
-    /// only, if given); false if there is none. Scans at most
-    /// [`MAX_PENDING_HANDSHAKES`] entries, and only when a limit is reached.
-    fn shed_oldest_stalled(&mut self, source: Option<IpAddr>) -> bool {
+    /// Closes the oldest stalled handshake (from `source` only, if given);
+    /// false if there is none. Scans at most [`MAX_PENDING_HANDSHAKES`]
+    /// entries, and only when a limit is reached.
+    fn shed_oldest_stalled(&mut self, source: Option<IpAddr>, now: Instant) -> bool {
         let victim = self
             .by_id
             .iter()
-            .find(|(_, e)| e.phase == Phase::AwaitingHello && source.is_none_or(|s| s == e.source))
+            .find(|(_, e)| {
+                e.phase == Phase::AwaitingHello
+                    && now.duration_since(e.since) >= STALLED_AFTER
+                    && source.is_none_or(|s| s == e.source)
+            })
             .map(|(id, _)| *id);
         let Some(entry) = victim.and_then(|id| self.remove(id)) else {
             return false;
@@ -482,6 +498,7 @@ impl Ticket {
         match p.by_id.get_mut(&self.id) {
             Some(e) => {
                 e.phase = phase;
+                e.since = Instant::now();
                 true
             }
             None => false,
@@ -510,31 +527,39 @@ mod tests {
         (t, shed)
     }
 
-    #[test]
-    fn one_source_sheds_its_own_oldest_stalled_handshake() {
+    #[tokio::test(start_paused = true)]
+    async fn one_source_sheds_its_own_oldest_stalled_handshake() {
         let a = Arc::new(Admission::default());
         let flood: Vec<_> = (0..MAX_PENDING_PER_SOURCE)
             .map(|_| admit(&a, ip(1), Phase::AwaitingHello).0)
             .collect();
         let other = admit(&a, ip(2), Phase::AwaitingHello).0;
+        // A burst is not a flood yet: nobody has waited long for a ClientHello.
+        let (burst, shed) = admit(&a, ip(1), Phase::AwaitingHello);
+        assert_eq!(shed, 0);
+        tokio::time::advance(STALLED_AFTER).await;
         let (_new, shed) = admit(&a, ip(1), Phase::AwaitingHello);
         assert_eq!(shed, 1);
         assert!(flood[0].shed.is_cancelled(), "the oldest of that source");
         assert!(!flood[1].shed.is_cancelled());
+        assert!(!burst.shed.is_cancelled());
         assert!(!other.shed.is_cancelled(), "other sources are left alone");
-        assert_eq!(a.lock().per_source[&ip(1)], MAX_PENDING_PER_SOURCE);
+        assert_eq!(a.lock().per_source[&ip(1)], MAX_PENDING_PER_SOURCE + 1);
     }
 
-    #[test]
-    fn a_full_table_sheds_the_oldest_stalled_and_never_working_ones() {
+    #[tokio::test(start_paused = true)]
+    async fn a_full_table_sheds_the_oldest_stalled_and_never_working_ones() {
         let a = Arc::new(Admission::default());
         let mut held = Vec::new();
-        // A handshake doing work is the oldest; stalled ones fill the rest
-        // from many sources.
+        // A handshake doing work is the oldest; ones awaiting a ClientHello
+        // fill the rest, from many sources.
         held.push(admit(&a, ip(0), Phase::Working).0);
         for i in 1..MAX_PENDING_HANDSHAKES {
             held.push(admit(&a, ip((i % 200) as u8 + 1), Phase::AwaitingHello).0);
         }
+        // Not stalled yet: the newcomer waits.
+        assert!(a.try_admit(ip(250)).0.is_none());
+        tokio::time::advance(STALLED_AFTER).await;
         let (_user, shed) = admit(&a, ip(250), Phase::AwaitingHello);
         assert_eq!(shed, 1);
         assert!(!held[0].shed.is_cancelled(), "work in progress is kept");
@@ -544,12 +569,13 @@ mod tests {
         assert!(!held[1].set_phase(Phase::Working));
     }
 
-    #[test]
-    fn a_table_full_of_work_makes_newcomers_wait() {
+    #[tokio::test(start_paused = true)]
+    async fn a_table_full_of_work_makes_newcomers_wait() {
         let a = Arc::new(Admission::default());
         let held: Vec<_> = (0..MAX_PENDING_HANDSHAKES)
             .map(|i| admit(&a, ip((i % 200) as u8), Phase::Working).0)
             .collect();
+        tokio::time::advance(HANDSHAKE_TIMEOUT).await;
         assert!(a.try_admit(ip(250)).0.is_none());
         drop(held);
         let p = a.lock();

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 pub struct ApiFailure {
     pub status: StatusCode,
     pub error: ApiError,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 // === impl ApiFailure ===
@@ -27,7 +29,14 @@ impl ApiFailure {
                 code: code.to_string(),
                 message: message.into(),
             },
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After: secs` header.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The message for a person (what failed and what to do).
@@ -83,7 +92,13 @@ impl ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        (self.status, Json(self.error)).into_response()
+        let mut response = (self.status, Json(self.error)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

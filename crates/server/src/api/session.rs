@@ -52,12 +52,15 @@ pub(super) async fn login(
 
     let key = LimiterKey::new(source.map(|s| s.ip()), req.tenant.as_deref(), &req.user);
     if let Err(wait) = limiter.check(&key) {
+        // Counted, not audited one by one: the lockout itself was audited with the failure
+        // that started it, and a flood of refused attempts must not fill the audit log.
         Metrics::inc(&state.metrics.logins_failed);
+        let secs = wait.as_secs().max(1);
         return Err(ApiFailure::rate_limited(format!(
-            "too many failed logins for this user from your address; wait {} seconds and \
-             try again",
-            wait.as_secs().max(1)
-        )));
+            "too many failed logins for this user from your address; wait {secs} seconds and \
+             try again"
+        ))
+        .with_retry_after(secs));
     }
 
     let found = find_user(&state, req.tenant.as_deref(), &req.user)?;
