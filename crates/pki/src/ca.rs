@@ -418,12 +418,12 @@ fn validity(ttl: Duration) -> Result<(OffsetDateTime, OffsetDateTime)> {
 }
 
 fn check_csr_key_is_p256(csr_der: &[u8]) -> Result<()> {
-    let (rest, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).map_err(
-            |e| PkiError::InvalidCsr {
-                reason: format!("cannot parse DER: {e}"),
-            },
-        )?;
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
+        csr_der,
+    )
+    .map_err(|e| PkiError::InvalidCsr {
+        reason: format!("cannot parse DER: {e}"),
+    })?;
     if !rest.is_empty() {
         return Err(PkiError::InvalidCsr {
             reason: format!("{} bytes of trailing data after the CSR", rest.len()),

@@ -1,0 +1,637 @@
+//! The agent's toolbox streams (`exec`, `shell`, `file`): what their `OPEN` targets
+//! say, and the small frame format carried inside the stream's bytes.
+//!
+//! Target: from a client to the proxy `NODE/` followed by the JSON of an
+//! [`ExecSpec`], [`ShellSpec`] or [`FileSpec`]; from the proxy to an agent the JSON
+//! alone. The grant signs that JSON (`tgt`), so the agent runs exactly what the proxy
+//! authorized and audited.
+//!
+//! Frames: `type u8 | length u32 (big-endian) | payload`, payload at most
+//! [`MAX_FRAME_PAYLOAD`]. Lengths are validated from the header, before anything is
+//! buffered; fixed-size frames must have exactly their size. Pure code: no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// Stream kinds of the toolbox (re-exported in [`crate::kinds`]).
+pub mod kinds {
+    /// Run one command: target is an [`super::ExecSpec`].
+    pub const EXEC: &str = "exec";
+    /// An interactive login shell in a PTY: target is a [`super::ShellSpec`].
+    pub const SHELL: &str = "shell";
+    /// Copy one file to or from the device: target is a [`super::FileSpec`].
+    pub const FILE: &str = "file";
+}
+
+/// Largest payload of one toolbox frame.
+pub const MAX_FRAME_PAYLOAD: usize = 64 * 1024;
+/// Bytes of a frame header.
+pub const FRAME_HEADER_LEN: usize = 5;
+
+// === specs ===
+
+/// What `exec` runs. No shell is involved unless `argv` names one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// Program and arguments; `argv[0]` is looked up in the agent's `PATH`.
+    pub argv: Vec<String>,
+    /// Extra environment variables for the command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+    /// Working directory (default: the agent's home directory, else `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+impl ExecSpec {
+    /// Checks what the OS would refuse later with a less helpful error.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.argv.first() {
+            None => return Err("the command is empty".into()),
+            Some(p) if p.is_empty() => return Err("the program name is empty".into()),
+            Some(_) => {}
+        }
+        let strings = self
+            .argv
+            .iter()
+            .chain(self.env.iter().flat_map(|(k, v)| [k, v]))
+            .chain(self.cwd.iter());
+        for s in strings {
+            if s.contains('\0') {
+                return Err("the command contains a NUL byte".into());
+            }
+        }
+        for (k, _) in &self.env {
+            if k.is_empty() || k.contains('=') {
+                return Err(format!("invalid environment variable name {k:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The command as one line, for audit and logs.
+    pub fn command_line(&self) -> String {
+        self.argv.join(" ")
+    }
+}
+
+/// Default terminal size when a client does not know its own.
+pub const DEFAULT_COLS: u16 = 80;
+pub const DEFAULT_ROWS: u16 = 24;
+
+/// What `shell` opens: the agent user's login shell in a PTY of this size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellSpec {
+    pub cols: u16,
+    pub rows: u16,
+    /// `TERM` for the shell (default `xterm-256color`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+}
+
+impl ShellSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(term) = &self.term {
+            if term.is_empty()
+                || term.len() > 64
+                || !term
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+            {
+                return Err(format!("invalid TERM {term:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Direction of a file copy, seen from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOp {
+    /// Device → client.
+    Get,
+    /// Client → device.
+    Put,
+}
+
+impl FileOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Put => "put",
+        }
+    }
+}
+
+/// What `file` copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub op: FileOp,
+    /// Absolute path on the device, inside one of the agent's file roots.
+    pub path: String,
+    /// `get`: send from this offset (the client already has the bytes before it).
+    /// `put`: ignored.
+    #[serde(default)]
+    pub offset: u64,
+    /// `put`: the whole file's size.
+    #[serde(default)]
+    pub size: u64,
+    /// `put`: keep the bytes already on the device and continue after them.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+impl FileSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') {
+            return Err(format!("path {:?} is not absolute", self.path));
+        }
+        if self.path.contains('\0') {
+            return Err("the path contains a NUL byte".into());
+        }
+        if self.path.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "path {:?} is refused: '..' is not allowed",
+                self.path
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates the JSON spec of a toolbox target.
+pub fn parse_exec(target: &str) -> Result<ExecSpec, String> {
+    let spec: ExecSpec =
+        serde_json::from_str(target).map_err(|e| format!("invalid exec spec: {e}"))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// See [`parse_exec`].
+pub fn parse_shell(target: &str) -> Result<ShellSpec, String> {
+    let spec: ShellSpec =
+        serde_json::from_str(target).map_err(|e| format!("invalid shell spec: {e}"))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// See [`parse_exec`].
+pub fn parse_file(target: &str) -> Result<FileSpec, String> {
+    let spec: FileSpec =
+        serde_json::from_str(target).map_err(|e| format!("invalid file spec: {e}"))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+// === frames ===
+
+/// Frame type bytes.
+pub mod frame_type {
+    /// client → agent: bytes for the command's stdin / the PTY.
+    pub const STDIN: u8 = 1;
+    /// agent → client: the command's stdout / the PTY's output.
+    pub const STDOUT: u8 = 2;
+    /// agent → client: the command's stderr.
+    pub const STDERR: u8 = 3;
+    /// agent → client: exit status, `i32` (128 + N when killed by signal N).
+    pub const EXIT: u8 = 4;
+    /// client → agent: window size, `cols u16 | rows u16`.
+    pub const RESIZE: u8 = 5;
+    /// client → agent: no more stdin.
+    pub const EOF: u8 = 6;
+    /// either way: a failure, UTF-8 text; the sender closes the stream after it.
+    pub const ERROR: u8 = 7;
+    /// either way: file content.
+    pub const DATA: u8 = 8;
+    /// agent → client: `size u64 | offset u64` (file: total size, and where data starts).
+    pub const META: u8 = 9;
+    /// either way: `size u64 | sha256 [32]` of the whole file.
+    pub const DONE: u8 = 10;
+}
+
+/// One toolbox frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Stdin(Vec<u8>),
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(i32),
+    Resize { cols: u16, rows: u16 },
+    Eof,
+    Error(String),
+    Data(Vec<u8>),
+    Meta { size: u64, offset: u64 },
+    Done { size: u64, sha256: [u8; 32] },
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    UnknownType(u8),
+    TooLong { ty: u8, len: u32 },
+    BadLength { ty: u8, len: u32 },
+    NotUtf8,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownType(t) => write!(f, "malformed frame: unknown type {t}"),
+            Self::TooLong { ty, len } => write!(
+                f,
+                "malformed frame: type {ty} has length {len}, more than {MAX_FRAME_PAYLOAD}"
+            ),
+            Self::BadLength { ty, len } => {
+                write!(f, "malformed frame: type {ty} cannot have length {len}")
+            }
+            Self::NotUtf8 => write!(f, "malformed frame: error text is not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// The exact payload length of fixed-size types; `None` for variable ones.
+fn fixed_len(ty: u8) -> Result<Option<u32>, FrameError> {
+    use frame_type::*;
+    Ok(match ty {
+        STDIN | STDOUT | STDERR | ERROR | DATA => None,
+        EXIT => Some(4),
+        RESIZE => Some(4),
+        EOF => Some(0),
+        META => Some(16),
+        DONE => Some(40),
+        other => return Err(FrameError::UnknownType(other)),
+    })
+}
+
+/// Checks a header: known type, acceptable length. Returns the payload length.
+pub fn check_header(ty: u8, len: u32) -> Result<usize, FrameError> {
+    match fixed_len(ty)? {
+        Some(n) if n != len => Err(FrameError::BadLength { ty, len }),
+        _ if len as usize > MAX_FRAME_PAYLOAD => Err(FrameError::TooLong { ty, len }),
+        _ => Ok(len as usize),
+    }
+}
+
+/// Appends a frame header for a `len`-byte payload of type `ty`.
+pub fn encode_header(ty: u8, len: usize, out: &mut Vec<u8>) {
+    debug_assert!(len <= MAX_FRAME_PAYLOAD);
+    out.push(ty);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+}
+
+impl Frame {
+    /// The type byte.
+    pub fn ty(&self) -> u8 {
+        use frame_type::*;
+        match self {
+            Self::Stdin(_) => STDIN,
+            Self::Stdout(_) => STDOUT,
+            Self::Stderr(_) => STDERR,
+            Self::Exit(_) => EXIT,
+            Self::Resize { .. } => RESIZE,
+            Self::Eof => EOF,
+            Self::Error(_) => ERROR,
+            Self::Data(_) => DATA,
+            Self::Meta { .. } => META,
+            Self::Done { .. } => DONE,
+        }
+    }
+
+    /// Appends the encoded frame. Byte payloads longer than [`MAX_FRAME_PAYLOAD`] are
+    /// the caller's bug: split them first ([`encode_chunked`]); error text is cut.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let ty = self.ty();
+        match self {
+            Self::Stdin(b) | Self::Stdout(b) | Self::Stderr(b) | Self::Data(b) => {
+                let b = &b[..b.len().min(MAX_FRAME_PAYLOAD)];
+                encode_header(ty, b.len(), out);
+                out.extend_from_slice(b);
+            }
+            Self::Error(text) => {
+                let mut end = text.len().min(MAX_FRAME_PAYLOAD);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                encode_header(ty, end, out);
+                out.extend_from_slice(&text.as_bytes()[..end]);
+            }
+            Self::Exit(code) => {
+                encode_header(ty, 4, out);
+                out.extend_from_slice(&code.to_be_bytes());
+            }
+            Self::Resize { cols, rows } => {
+                encode_header(ty, 4, out);
+                out.extend_from_slice(&cols.to_be_bytes());
+                out.extend_from_slice(&rows.to_be_bytes());
+            }
+            Self::Eof => encode_header(ty, 0, out),
+            Self::Meta { size, offset } => {
+                encode_header(ty, 16, out);
+                out.extend_from_slice(&size.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+            }
+            Self::Done { size, sha256 } => {
+                encode_header(ty, 40, out);
+                out.extend_from_slice(&size.to_be_bytes());
+                out.extend_from_slice(sha256);
+            }
+        }
+    }
+
+    /// The encoded frame as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// Appends `data` as frames of type `ty` (a byte-carrying type), split at
+/// [`MAX_FRAME_PAYLOAD`].
+pub fn encode_chunked(ty: u8, data: &[u8], out: &mut Vec<u8>) {
+    for chunk in data.chunks(MAX_FRAME_PAYLOAD) {
+        encode_header(ty, chunk.len(), out);
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// Decodes the first frame of `buf`. `Ok(None)`: incomplete, read more (the header
+/// has been validated if present, so waiting is bounded). `Ok(Some((frame, used)))`:
+/// a frame and how many bytes it took.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+    let Some(header) = buf.get(..FRAME_HEADER_LEN) else {
+        // An unknown type is refused as soon as its byte arrives.
+        if let Some(&ty) = buf.first() {
+            fixed_len(ty)?;
+        }
+        return Ok(None);
+    };
+    let ty = header[0];
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    let n = check_header(ty, len)?;
+    let Some(p) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + n) else {
+        return Ok(None);
+    };
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&p[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    use frame_type::*;
+    let frame = match ty {
+        STDIN => Frame::Stdin(p.to_vec()),
+        STDOUT => Frame::Stdout(p.to_vec()),
+        STDERR => Frame::Stderr(p.to_vec()),
+        DATA => Frame::Data(p.to_vec()),
+        ERROR => Frame::Error(
+            std::str::from_utf8(p)
+                .map_err(|_| FrameError::NotUtf8)?
+                .to_owned(),
+        ),
+        EXIT => Frame::Exit(i32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+        RESIZE => Frame::Resize {
+            cols: u16::from_be_bytes([p[0], p[1]]),
+            rows: u16::from_be_bytes([p[2], p[3]]),
+        },
+        EOF => Frame::Eof,
+        META => Frame::Meta {
+            size: u64_at(0),
+            offset: u64_at(8),
+        },
+        DONE => {
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(&p[8..40]);
+            Frame::Done {
+                size: u64_at(0),
+                sha256,
+            }
+        }
+        other => return Err(FrameError::UnknownType(other)),
+    };
+    Ok(Some((frame, FRAME_HEADER_LEN + n)))
+}
+
+// === impl ExitScanner ===
+
+/// Watches the agent → client bytes of a stream without buffering them, and notes
+/// the exit status when an `EXIT` frame passes (the proxy audits it). Stops at the
+/// first malformed frame.
+#[derive(Debug, Default, Clone)]
+pub struct ExitScanner {
+    header: [u8; FRAME_HEADER_LEN],
+    have: usize,
+    /// Payload bytes still to pass of the current frame.
+    skip: usize,
+    /// The current frame is an EXIT: its payload is collected in `exit_buf`.
+    in_exit: bool,
+    exit_buf: [u8; 4],
+    exit_have: usize,
+    exit: Option<i32>,
+    failed: Option<FrameError>,
+}
+
+impl ExitScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.failed.is_none() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                if self.in_exit {
+                    self.exit_buf[self.exit_have..self.exit_have + n].copy_from_slice(&data[..n]);
+                    self.exit_have += n;
+                    if self.exit_have == 4 {
+                        self.exit = Some(i32::from_be_bytes(self.exit_buf));
+                    }
+                }
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < FRAME_HEADER_LEN {
+                continue;
+            }
+            self.have = 0;
+            let ty = self.header[0];
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]);
+            match check_header(ty, len) {
+                Ok(n) => {
+                    self.skip = n;
+                    self.in_exit = ty == frame_type::EXIT;
+                    self.exit_have = 0;
+                }
+                Err(e) => self.failed = Some(e),
+            }
+        }
+    }
+
+    /// The exit status, once an `EXIT` frame passed.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// The first malformed frame seen, if any.
+    pub fn error(&self) -> Option<&FrameError> {
+        self.failed.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::Stdin(b"ls\n".to_vec()),
+            Frame::Stdout(vec![0; MAX_FRAME_PAYLOAD]),
+            Frame::Stderr(Vec::new()),
+            Frame::Exit(-3),
+            Frame::Resize {
+                cols: 120,
+                rows: 40,
+            },
+            Frame::Eof,
+            Frame::Error("no such file — é".into()),
+            Frame::Data(vec![7; 10]),
+            Frame::Meta {
+                size: u64::MAX,
+                offset: 5,
+            },
+            Frame::Done {
+                size: 9,
+                sha256: [0xab; 32],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_also_byte_by_byte() {
+        for f in all_frames() {
+            let bytes = f.to_bytes();
+            assert_eq!(decode(&bytes), Ok(Some((f.clone(), bytes.len()))));
+            for cut in 0..bytes.len().min(64) {
+                assert_eq!(decode(&bytes[..cut]), Ok(None), "{f:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_refused_before_the_payload_arrives() {
+        assert_eq!(decode(&[99]), Err(FrameError::UnknownType(99)));
+        let too_long = [frame_type::STDOUT, 0, 1, 0, 1];
+        assert!(matches!(decode(&too_long), Err(FrameError::TooLong { .. })));
+        let bad_exit = [frame_type::EXIT, 0, 0, 0, 3];
+        assert!(matches!(
+            decode(&bad_exit),
+            Err(FrameError::BadLength { .. })
+        ));
+        let bad_text = [frame_type::ERROR, 0, 0, 0, 1, 0xff];
+        assert_eq!(decode(&bad_text), Err(FrameError::NotUtf8));
+    }
+
+    #[test]
+    fn chunking_respects_the_limit() {
+        let mut out = Vec::new();
+        encode_chunked(
+            frame_type::DATA,
+            &vec![1u8; MAX_FRAME_PAYLOAD * 2 + 1],
+            &mut out,
+        );
+        let mut rest = &out[..];
+        let mut sizes = Vec::new();
+        while let Some((Frame::Data(d), n)) = decode(rest).unwrap() {
+            sizes.push(d.len());
+            rest = &rest[n..];
+        }
+        assert_eq!(sizes, vec![MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD, 1]);
+    }
+
+    #[test]
+    fn the_scanner_finds_the_exit_code_across_splits() {
+        let mut bytes = Frame::Stdout(b"hello".to_vec()).to_bytes();
+        bytes.extend(Frame::Stderr(vec![4; 70_000.min(MAX_FRAME_PAYLOAD)]).to_bytes());
+        bytes.extend(Frame::Exit(127).to_bytes());
+        for step in [1, 2, 3, 7, 4096, bytes.len()] {
+            let mut s = ExitScanner::new();
+            for chunk in bytes.chunks(step) {
+                s.feed(chunk);
+            }
+            assert_eq!(s.exit_code(), Some(127), "step {step}");
+            assert!(s.error().is_none());
+        }
+        let mut s = ExitScanner::new();
+        s.feed(&[42, 0, 0, 0, 0]);
+        assert_eq!(s.error(), Some(&FrameError::UnknownType(42)));
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        assert!(parse_exec(r#"{"argv":["ls","-l"]}"#).is_ok());
+        assert!(parse_exec(r#"{"argv":[]}"#).is_err());
+        assert!(parse_exec(r#"{"argv":["ls"],"shell":true}"#).is_err());
+        assert!(parse_exec(r#"{"argv":["a\u0000b"]}"#).is_err());
+        assert!(parse_shell(r#"{"cols":80,"rows":24,"term":"xterm"}"#).is_ok());
+        assert!(parse_shell(r#"{"cols":80,"rows":24,"term":"x; rm"}"#).is_err());
+        assert!(parse_file(r#"{"op":"get","path":"/srv/a"}"#).is_ok());
+        assert!(parse_file(r#"{"op":"get","path":"srv/a"}"#).is_err());
+        assert!(parse_file(r#"{"op":"put","path":"/srv/../etc/passwd"}"#).is_err());
+        assert!(parse_file(r#"{"op":"move","path":"/srv/a"}"#).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut rest = &bytes[..];
+            while let Ok(Some((frame, n))) = decode(rest) {
+                prop_assert!(n >= FRAME_HEADER_LEN && n <= rest.len());
+                prop_assert_eq!(decode(&frame.to_bytes()), Ok(Some((frame.clone(), n))));
+                rest = &rest[n..];
+            }
+            let mut s = ExitScanner::new();
+            s.feed(&bytes);
+        }
+
+        #[test]
+        fn decoding_bytes_with_valid_headers_never_panics(
+            ty in 0u8..12,
+            len in prop_oneof![0u32..80, any::<u32>()],
+            tail in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut bytes = vec![ty];
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(&tail);
+            let _ = decode(&bytes);
+            let mut s = ExitScanner::new();
+            s.feed(&bytes);
+        }
+
+        #[test]
+        fn scanner_agrees_with_decoder(code in any::<i32>(), out in proptest::collection::vec(any::<u8>(), 0..300), split in 1usize..50) {
+            let mut bytes = Frame::Stdout(out).to_bytes();
+            bytes.extend(Frame::Exit(code).to_bytes());
+            let mut s = ExitScanner::new();
+            for c in bytes.chunks(split) {
+                s.feed(c);
+            }
+            prop_assert_eq!(s.exit_code(), Some(code));
+        }
+    }
+}
