@@ -8,6 +8,7 @@ pub mod authz;
 pub mod bootstrap;
 pub mod listener;
 pub mod metrics;
+pub mod presence;
 pub mod proxy;
 pub mod registry;
 pub mod session_tokens;

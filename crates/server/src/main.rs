@@ -179,6 +179,7 @@ fn start(args: StartArgs) -> Result<()> {
             state.ca.pin()
         );
         let router = adit_server::api::router(state.clone());
+        let presence = state.presence.clone();
         let shutdown = CancellationToken::new();
         let sessions = tokio::spawn(adit_server::sessions::run(state.clone(), shutdown.clone()));
         let serve = tokio::spawn(adit_server::listener::serve(
@@ -193,6 +194,8 @@ fn start(args: StartArgs) -> Result<()> {
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions).await;
+        // Tunnels that closed during shutdown: their nodes are offline now.
+        let _ = tokio::task::spawn_blocking(move || presence.flush()).await;
         Ok(())
     })
 }

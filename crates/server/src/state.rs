@@ -60,6 +60,8 @@ pub struct AppState {
     pub token_instances: Arc<crate::session_tokens::Instances>,
     /// Streams per node (for node status).
     pub node_streams: Arc<NodeStreams>,
+    /// Node presence, written in batches.
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 /// Stream counts per node id, in memory (this server since it started).
@@ -110,6 +112,7 @@ impl AppState {
         settings: Settings,
     ) -> Self {
         Self {
+            presence: Arc::new(crate::presence::Presence::new(store.clone())),
             store,
             ca: Arc::new(ca),
             signer: Arc::new(signer),

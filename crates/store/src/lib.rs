@@ -20,7 +20,7 @@ pub mod testsuite;
 pub use error::{ConsumeError, StoreError};
 pub use model::{
     AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
-    NodeFacts, NodeStatus, RoleBinding, Tenant, TokenKind, User, AUDIT_LIMIT_MAX,
+    NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind, User, AUDIT_LIMIT_MAX,
     DEFAULT_TUNNEL_MODE, ROLES,
 };
 pub use model::{

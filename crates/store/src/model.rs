@@ -74,6 +74,20 @@ pub struct JoinTokenRecord {
     pub revoked_at: Option<Millis>,
 }
 
+/// One change of a node's presence, applied in batches by
+/// [`Store::apply_presence`](crate::Store::apply_presence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceUpdate {
+    /// Sets the status and `last_seen = at`.
+    Status {
+        node_id: String,
+        status: NodeStatus,
+        at: Millis,
+    },
+    /// Replaces the node's reported facts.
+    Facts { node_id: String, facts: NodeFacts },
+}
+
 /// What an [`IssuedToken`] lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,7 +3,7 @@
 use crate::error::{ConsumeError, StoreError};
 use crate::model::{
     AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
-    NodeFacts, NodeStatus, RoleBinding, Tenant, TokenKind, User,
+    NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind, User,
 };
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
@@ -130,6 +130,10 @@ pub trait Store: Send + Sync + 'static {
         status: NodeStatus,
         now: Millis,
     ) -> Result<(), StoreError>;
+    /// Applies presence changes in order, in one transaction (one disk sync for many
+    /// agents connecting at once). Updates of nodes that no longer exist are skipped.
+    /// Node ids come from authenticated certificates.
+    fn apply_presence(&self, updates: &[PresenceUpdate]) -> Result<(), StoreError>;
     /// Marks every node of every tenant offline, keeping `last_seen`; called at server start
     /// when no tunnel can exist yet. Returns how many nodes changed.
     fn mark_all_nodes_offline(&self) -> Result<u64, StoreError>;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 
 use crate::{
     AuditEvent, AuditFilter, CertificateRecord, ConsumeError, IssuedToken, JoinTokenRecord, Labels,
-    NewRemoteAccess, Node, NodeFacts, NodeStatus, RemoteAccess, RemoteAccessFilter,
+    NewRemoteAccess, Node, NodeFacts, NodeStatus, PresenceUpdate, RemoteAccess, RemoteAccessFilter,
     RemoteAccessState, StatusIndicator, Store, StoreError, TokenKind,
 };
 
@@ -42,6 +42,7 @@ pub const CASES: &[Case] = &[
         remote_access_active_across_tenants,
     ),
     ("issued_tokens_round_trip", issued_tokens_round_trip),
+    ("presence_batches", presence_batches),
 ];
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -1424,4 +1425,54 @@ pub fn issued_tokens_round_trip(store: Arc<dyn Store>) {
         Some(3_000)
     );
     assert!(!store.revoke_issued_token(&a.id, "missing", 3_000).unwrap());
+}
+
+pub fn presence_batches(store: Arc<dyn Store>) {
+    let t = store.create_tenant("t").unwrap();
+    let a = store.create_node(&t.id, "a", &Labels::new()).unwrap();
+    let b = store.create_node(&t.id, "b", &Labels::new()).unwrap();
+    let facts = NodeFacts {
+        agent_version: Some("9.9".into()),
+        os: Some("linux".into()),
+        hostname: Some("host-a".into()),
+        addresses: vec!["192.0.2.1".into()],
+        tunnel_mode: "on-demand".into(),
+    };
+    store
+        .apply_presence(&[
+            PresenceUpdate::Status {
+                node_id: a.id.clone(),
+                status: NodeStatus::Online,
+                at: 10,
+            },
+            PresenceUpdate::Facts {
+                node_id: a.id.clone(),
+                facts: facts.clone(),
+            },
+            PresenceUpdate::Status {
+                node_id: b.id.clone(),
+                status: NodeStatus::Online,
+                at: 11,
+            },
+            // Later updates of the same node win, in order.
+            PresenceUpdate::Status {
+                node_id: b.id.clone(),
+                status: NodeStatus::Offline,
+                at: 12,
+            },
+            // A node that does not exist is skipped, not an error.
+            PresenceUpdate::Status {
+                node_id: "gone".into(),
+                status: NodeStatus::Online,
+                at: 13,
+            },
+        ])
+        .unwrap();
+    let a = store.node(&t.id, &a.id).unwrap().unwrap();
+    assert_eq!((a.status, a.last_seen), (NodeStatus::Online, Some(10)));
+    assert_eq!(a.hostname.as_deref(), Some("host-a"));
+    assert_eq!(a.tunnel_mode, "on-demand");
+    let b = store.node(&t.id, &b.id).unwrap().unwrap();
+    assert_eq!((b.status, b.last_seen), (NodeStatus::Offline, Some(12)));
+    store.apply_presence(&[]).unwrap();
 }

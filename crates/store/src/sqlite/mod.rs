@@ -17,7 +17,8 @@ pub use schema::SCHEMA_VERSION;
 use crate::error::{ConsumeError, StoreError};
 use crate::model::{
     AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
-    NodeFacts, NodeStatus, RoleBinding, Tenant, TokenKind, User, DEFAULT_TUNNEL_MODE, ROLES,
+    NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind, User,
+    DEFAULT_TUNNEL_MODE, ROLES,
 };
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
@@ -993,6 +994,50 @@ impl Store for SqliteStore {
             || format!("node {node_id}"),
             "setting node status",
         )
+    }
+
+    fn apply_presence(&self, updates: &[PresenceUpdate]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting presence transaction"))?;
+        for u in updates {
+            match u {
+                PresenceUpdate::Status {
+                    node_id,
+                    status,
+                    at,
+                } => {
+                    tx.prepare_cached("UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1")
+                        .and_then(|mut st| st.execute(params![node_id, status.as_str(), at]))
+                        .map_err(backend("setting node status"))?;
+                }
+                PresenceUpdate::Facts { node_id, facts } => {
+                    let addresses = to_json(&facts.addresses, "node addresses")?;
+                    tx.prepare_cached(
+                        "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4,
+                                          addresses = ?5, tunnel_mode = ?6
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            node_id,
+                            facts.agent_version,
+                            facts.os,
+                            facts.hostname,
+                            addresses,
+                            facts.tunnel_mode
+                        ])
+                    })
+                    .map_err(backend("updating node facts"))?;
+                }
+            }
+        }
+        tx.commit().map_err(backend("committing presence"))?;
+        Ok(())
     }
 
     fn mark_all_nodes_offline(&self) -> Result<u64, StoreError> {

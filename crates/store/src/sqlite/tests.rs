@@ -76,6 +76,7 @@ conformance!(
     remote_access_tenant_isolation,
     remote_access_active_across_tenants,
     issued_tokens_round_trip,
+    presence_batches,
 );
 
 #[test]
