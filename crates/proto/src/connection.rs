@@ -1183,6 +1183,17 @@ impl Connection {
         self.maybe_drained();
     }
 
+    /// The transport ended (EOF or an I/O error): nothing more can be sent or received.
+    /// Every open stream is reset (reads and writes fail with the reason) and
+    /// [`Event::Closed`] is emitted. No-op if already closed.
+    pub fn transport_lost(&mut self, reason: &str) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.control.clear();
+        self.close_now(CloseReason::TransportLost(reason.to_string()));
+    }
+
     /// Closes the connection at once with `code` (e.g. revocation); the
     /// GOAWAY saying why is the last frame out.
     pub fn close(&mut self, code: u32, reason: &str) {

@@ -121,6 +121,9 @@ pub enum CloseReason {
     LocalClose { code: u32, reason: String },
     /// The peer closed with an error GOAWAY.
     Peer { code: u32, reason: String },
+    /// The transport under the connection ended (EOF or an I/O error) without a
+    /// GOAWAY; the driver reports it with [`Connection::transport_lost`](crate::Connection::transport_lost).
+    TransportLost(String),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -134,6 +137,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Peer { code, reason } => {
                 write!(f, "the peer closed the connection (code {code}): {reason}")
             }
+            CloseReason::TransportLost(reason) => write!(f, "{reason}"),
         }
     }
 }

@@ -561,6 +561,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     } else {
                         "the peer closed the transport in the middle of a frame"
                     };
+                    // Streams must fail now, not wait forever for bytes that cannot come.
+                    inner.conn.transport_lost(reason);
+                    inner.process_events();
                     inner.mark_closed(reason.to_string());
                     return Ok(progress + 1);
                 }
@@ -650,7 +653,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
 
     fn fail(&mut self, e: &io::Error) {
         let mut inner = self.shared.lock();
-        inner.mark_closed(format!("transport error: {e}"));
+        let reason = format!("transport error: {e}");
+        inner.conn.transport_lost(&reason);
+        inner.process_events();
+        inner.mark_closed(reason);
     }
 }
 
