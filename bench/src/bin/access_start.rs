@@ -29,7 +29,12 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -145,7 +150,9 @@ async fn main() -> Result<()> {
         };
         client_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         server_ms.push(
-            (started["configuration_status_timestamp"].as_i64().unwrap_or(0)
+            (started["configuration_status_timestamp"]
+                .as_i64()
+                .unwrap_or(0)
                 - started["created_at"].as_i64().unwrap_or(0)) as f64,
         );
         api.call(reqwest::Method::DELETE, &path, None).await?;
