@@ -14,6 +14,8 @@ use crate::{AgentError, Result};
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/adit-agent";
 /// The target allowed when neither the configuration nor flags name any.
 pub const DEFAULT_ALLOW: &str = "127.0.0.1:22";
+/// The login shell of `shell` streams when neither the configuration nor `$SHELL` names one.
+pub const DEFAULT_SHELL: &str = "/bin/sh";
 /// Default cap of the reconnect backoff.
 pub const DEFAULT_RECONNECT_MAX_SECS: u64 = 30;
 
@@ -56,6 +58,16 @@ pub struct AgentConfig {
     pub reconnect_max_secs: u64,
     /// Log filter (`tracing` env-filter syntax), e.g. `info` or `adit_agent=debug`.
     pub log: String,
+    /// Whether `exec` streams (run a command) are allowed. Off by default.
+    pub allow_exec: bool,
+    /// Whether `shell` streams (a login shell in a PTY) are allowed. Off by default.
+    pub allow_shell: bool,
+    /// Directories `file` streams may read and write under. Empty (the default)
+    /// refuses every file transfer.
+    pub file_roots: Vec<PathBuf>,
+    /// The login shell of `shell` streams (default: `/bin/sh`; the binary passes the
+    /// agent's `$SHELL`).
+    pub shell: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -67,6 +79,10 @@ impl Default for AgentConfig {
             tunnel: TunnelMode::Persistent,
             reconnect_max_secs: DEFAULT_RECONNECT_MAX_SECS,
             log: "info".to_owned(),
+            allow_exec: false,
+            allow_shell: false,
+            file_roots: Vec::new(),
+            shell: None,
         }
     }
 }
@@ -102,6 +118,14 @@ impl AgentConfig {
                 self.reconnect_max_secs
             ));
         }
+        for (i, root) in self.file_roots.iter().enumerate() {
+            if !root.is_absolute() {
+                problems.push(format!(
+                    "file_roots[{i}]: {} is not an absolute path",
+                    root.display()
+                ));
+            }
+        }
         if self.log.trim().is_empty() {
             problems.push("log: must not be empty (e.g. \"info\")".to_owned());
         }
@@ -127,8 +151,31 @@ impl AgentConfig {
                 Err(e) => problems.push(format!("allow[{i}]: {e}")),
             }
         }
+        let mut file_roots = Vec::new();
+        for (i, root) in self.file_roots.iter().enumerate() {
+            // Canonical once here, so the confinement check compares real paths.
+            match std::fs::canonicalize(root) {
+                Ok(p) if p.is_dir() => file_roots.push(p),
+                Ok(_) => problems.push(format!(
+                    "file_roots[{i}]: {} is not a directory",
+                    root.display()
+                )),
+                Err(e) => problems.push(format!("file_roots[{i}]: {}: {e}", root.display())),
+            }
+        }
         if problems.is_empty() {
-            Ok(AllowList(targets))
+            Ok(AllowList {
+                targets,
+                toolbox: Toolbox {
+                    allow_exec: self.allow_exec,
+                    allow_shell: self.allow_shell,
+                    file_roots,
+                    shell: self
+                        .shell
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_SHELL)),
+                },
+            })
         } else {
             Err(AgentError::Config(problems))
         }
@@ -214,25 +261,64 @@ impl fmt::Display for Target {
 
 // === impl AllowList ===
 
-/// The local targets this agent connects streams to, whatever a grant says: a
-/// compromised proxy or control plane cannot reach anything else on the device.
+/// What this agent lets streams do, whatever a grant says: the local targets it
+/// connects, and the toolbox (exec, shell, file roots). A compromised proxy or control
+/// plane cannot reach anything else on the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowList(Vec<Target>);
+pub struct AllowList {
+    targets: Vec<Target>,
+    toolbox: Toolbox,
+}
+
+/// The toolbox streams this agent serves; everything off by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toolbox {
+    pub allow_exec: bool,
+    pub allow_shell: bool,
+    /// Canonical directories file transfers are confined to.
+    pub file_roots: Vec<PathBuf>,
+    /// The login shell of `shell` streams.
+    pub shell: PathBuf,
+}
+
+impl Default for Toolbox {
+    fn default() -> Self {
+        Self {
+            allow_exec: false,
+            allow_shell: false,
+            file_roots: Vec::new(),
+            shell: PathBuf::from(DEFAULT_SHELL),
+        }
+    }
+}
 
 impl AllowList {
-    /// An allow-list of exactly these targets.
+    /// An allow-list of exactly these targets, with the toolbox off.
     pub fn new(targets: Vec<Target>) -> Self {
-        Self(targets)
+        Self {
+            targets,
+            toolbox: Toolbox::default(),
+        }
+    }
+
+    /// The same targets, with this toolbox policy (file roots must be canonical).
+    pub fn with_toolbox(self, toolbox: Toolbox) -> Self {
+        Self { toolbox, ..self }
     }
 
     /// Whether `target` (normalised) is allowed.
     pub fn allows(&self, target: &Target) -> bool {
-        self.0.contains(target)
+        self.targets.contains(target)
     }
 
     /// The allowed targets.
     pub fn targets(&self) -> &[Target] {
-        &self.0
+        &self.targets
+    }
+
+    /// The toolbox policy.
+    pub fn toolbox(&self) -> &Toolbox {
+        &self.toolbox
     }
 }
 

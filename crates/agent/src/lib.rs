@@ -16,9 +16,12 @@ mod agent;
 pub mod config;
 mod enroll;
 mod error;
+pub mod exec;
 pub mod expiry;
 pub mod facts;
+pub mod files;
 pub mod policy;
+pub mod pty;
 mod renew;
 mod server;
 pub mod state;
@@ -27,7 +30,7 @@ pub mod stream;
 pub use agent::{
     backoff_delay, run, Agent, BACKOFF_BASE, CONNECT_TIMEOUT, DRAIN_TIMEOUT, STABLE_AFTER,
 };
-pub use config::{AgentConfig, AllowList, Target, TunnelMode};
+pub use config::{AgentConfig, AllowList, Target, Toolbox, TunnelMode};
 pub use enroll::{enroll, EnrollOptions, Enrollment};
 pub use error::{AgentError, Result};
 pub use renew::{renew, renew_at};

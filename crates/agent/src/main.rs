@@ -69,6 +69,18 @@ struct RunArgs {
     /// `on-demand` opens it only while the node has remote access configured.
     #[arg(long, value_name = "MODE", value_parser = ["persistent", "on-demand"])]
     tunnel: Option<String>,
+    /// Allow `adit exec` (run commands as this agent's user). Off unless given here
+    /// or as `allow_exec = true` in the configuration.
+    #[arg(long)]
+    allow_exec: bool,
+    /// Allow `adit shell` (a login shell in a PTY as this agent's user). Off unless given
+    /// here or as `allow_shell = true` in the configuration.
+    #[arg(long)]
+    allow_shell: bool,
+    /// Allow `adit cp` under this directory (repeatable; adds to `file_roots`). None by
+    /// default: every file transfer is refused.
+    #[arg(long = "file-root", value_name = "DIR")]
+    file_roots: Vec<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -157,6 +169,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.server_url = Some(server);
     }
     config.allow.extend(args.allow);
+    config.allow_exec |= args.allow_exec;
+    config.allow_shell |= args.allow_shell;
+    config.file_roots.extend(args.file_roots);
+    if config.shell.is_none() {
+        config.shell = std::env::var_os("SHELL")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+    }
     match args.tunnel.as_deref() {
         Some("on-demand") => config.tunnel = adit_agent::config::TunnelMode::OnDemand,
         Some(_) => config.tunnel = adit_agent::config::TunnelMode::Persistent,

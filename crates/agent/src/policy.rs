@@ -2,6 +2,7 @@
 //! agent's own allow-list must both agree.
 
 use adit_api::kinds;
+use adit_api::toolbox::{ExecSpec, FileSpec, ShellSpec};
 use adit_pki::{GrantClaims, JwtErrorKind, AUD_GRANT};
 use adit_proto::{reset_code, OpenHeader};
 
@@ -26,26 +27,62 @@ impl Denial {
     }
 }
 
-/// An authorized stream: the verified grant and the local target to connect to.
+/// An authorized stream: the verified grant and what to do.
 #[derive(Debug, Clone)]
 pub struct Authorized {
     pub claims: GrantClaims,
-    pub target: Target,
+    pub request: Request,
 }
 
-/// Checks an `OPEN` header: the kind is supported, the grant is signed by a grant key of
-/// the control plane, unexpired, for this node, tenant, kind and target, and the target
-/// is in the local allow-list.
+/// What an authorized stream asks for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Connect this local target.
+    Tcp(Target),
+    /// Run a command.
+    Exec(ExecSpec),
+    /// Open a login shell in a PTY.
+    Shell(ShellSpec),
+    /// Copy a file (the path is checked against the file roots when it is opened).
+    File(FileSpec),
+}
+
+/// Checks an `OPEN` header: the kind is supported and allowed here, the grant is signed
+/// by a grant key of the control plane, unexpired, for this node, tenant, kind and
+/// target, and the target is in the local allow-list (tcp) or the toolbox is enabled
+/// (exec, shell, file).
 pub fn authorize(
     header: &OpenHeader,
     creds: &Credentials,
     allow: &AllowList,
 ) -> Result<Authorized, Denial> {
-    if header.kind != kinds::TCP {
-        return Err(Denial::denied(format!(
-            "unsupported stream kind {:?}",
-            truncate(&header.kind)
-        )));
+    let toolbox = allow.toolbox();
+    // The agent has the final say: the kinds it was not started with are refused
+    // whatever the grant says.
+    match header.kind.as_str() {
+        kinds::TCP => {}
+        kinds::EXEC if !toolbox.allow_exec => {
+            return Err(Denial::denied(
+                "this agent does not allow exec; start it with --allow-exec",
+            ))
+        }
+        kinds::SHELL if !toolbox.allow_shell => {
+            return Err(Denial::denied(
+                "this agent does not allow shell; start it with --allow-shell",
+            ))
+        }
+        kinds::FILE if toolbox.file_roots.is_empty() => {
+            return Err(Denial::denied(
+                "this agent allows no file transfers; start it with --file-root DIR",
+            ))
+        }
+        kinds::EXEC | kinds::SHELL | kinds::FILE => {}
+        other => {
+            return Err(Denial::denied(format!(
+                "unsupported stream kind {:?}",
+                truncate(other)
+            )))
+        }
     }
     if header.grant.is_empty() {
         return Err(Denial::denied("grant missing"));
@@ -72,14 +109,28 @@ pub fn authorize(
     if claims.tgt != header.target {
         return Err(Denial::denied("grant is for another target"));
     }
-    let target = Target::parse(&header.target)
-        .map_err(|e| Denial::denied(format!("invalid target: {e}")))?;
-    if !allow.allows(&target) {
-        return Err(Denial::denied(format!(
-            "target {target} is not in this agent's allow-list"
-        )));
-    }
-    Ok(Authorized { claims, target })
+    let request = match header.kind.as_str() {
+        kinds::EXEC => {
+            Request::Exec(adit_api::toolbox::parse_exec(&header.target).map_err(Denial::denied)?)
+        }
+        kinds::SHELL => {
+            Request::Shell(adit_api::toolbox::parse_shell(&header.target).map_err(Denial::denied)?)
+        }
+        kinds::FILE => {
+            Request::File(adit_api::toolbox::parse_file(&header.target).map_err(Denial::denied)?)
+        }
+        _ => {
+            let target = Target::parse(&header.target)
+                .map_err(|e| Denial::denied(format!("invalid target: {e}")))?;
+            if !allow.allows(&target) {
+                return Err(Denial::denied(format!(
+                    "target {target} is not in this agent's allow-list"
+                )));
+            }
+            Request::Tcp(target)
+        }
+    };
+    Ok(Authorized { claims, request })
 }
 
 /// Peer-supplied strings are shortened before they go into logs and reasons.

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::config::AllowList;
 use crate::expiry::SessionClocks;
-use crate::policy::{self, Authorized};
+use crate::policy::{self, Authorized, Request};
 use crate::state::Credentials;
 
 /// Timeout of the TCP connect to a local target.
@@ -24,7 +24,7 @@ pub async fn handle(
     allow: Arc<AllowList>,
     clocks: Arc<SessionClocks>,
 ) {
-    let Authorized { claims, target } = match policy::authorize(&header, &creds, &allow) {
+    let Authorized { claims, request } = match policy::authorize(&header, &creds, &allow) {
         Ok(a) => a,
         Err(denial) => {
             tracing::warn!(stream = %stream.id(), reason = %denial.reason, "stream refused");
@@ -44,6 +44,13 @@ pub async fn handle(
             return;
         }
     }
+    let target = match request {
+        Request::Tcp(target) => target,
+        toolbox => {
+            serve_toolbox(stream, &claims, toolbox, &allow, session_end).await;
+            return;
+        }
+    };
     let started = Instant::now();
     let addr = (target.host(), target.port());
     let mut tcp = match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(addr)).await
@@ -110,4 +117,51 @@ pub async fn handle(
             );
         }
     }
+}
+
+/// Serves an `exec`, `shell` or `file` stream, cut at the session's end like TCP ones.
+async fn serve_toolbox(
+    mut stream: Stream,
+    claims: &adit_pki::GrantClaims,
+    request: Request,
+    allow: &AllowList,
+    session_end: Option<(String, tokio::sync::watch::Receiver<i64>)>,
+) {
+    let started = Instant::now();
+    let (kind, what) = match &request {
+        Request::Exec(spec) => ("exec", spec.command_line()),
+        Request::Shell(_) => ("shell", String::new()),
+        Request::File(spec) => ("file", format!("{} {}", spec.op.as_str(), spec.path)),
+        Request::Tcp(t) => ("tcp", t.to_string()),
+    };
+    tracing::info!(jti = %claims.jti, usr = %claims.usr, kind, what = %what, "toolbox stream started");
+    let work = async {
+        match &request {
+            Request::Exec(spec) => format!("{:?}", crate::exec::serve(&mut stream, spec).await),
+            Request::Shell(spec) => {
+                let shell = allow.toolbox().shell.clone();
+                format!("{:?}", crate::pty::serve(&mut stream, spec, &shell).await)
+            }
+            Request::File(spec) => format!(
+                "{:?}",
+                crate::files::serve(&mut stream, spec, &allow.toolbox().file_roots).await
+            ),
+            Request::Tcp(_) => "not a toolbox stream".to_owned(),
+        }
+    };
+    let outcome = match session_end {
+        None => work.await,
+        Some((ses, end)) => tokio::select! {
+            outcome = work => outcome,
+            _ = crate::expiry::ended(end) => {
+                stream.reset(reset_code::EXPIRED, "the remote-access session has expired");
+                format!("session {ses} expired: stream cut by the agent")
+            }
+        },
+    };
+    tracing::info!(
+        jti = %claims.jti, usr = %claims.usr, kind, what = %what, %outcome,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "toolbox stream ended"
+    );
 }

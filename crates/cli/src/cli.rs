@@ -25,7 +25,7 @@ pub struct Cli {
     pub server: Option<String>,
 
     /// Use this token instead of the saved login: a session token from `adit access
-    /// token` (ssh, forward and proxy-stdio to its node, no login needed: the token names
+    /// token` (ssh, forward, proxy-stdio, exec, shell and cp to its node, no login needed: the token names
     /// the server and its CA), or an API token from `adit api-tokens create`.
     #[arg(
         long,
@@ -69,6 +69,22 @@ pub enum Command {
     Forward(ForwardArgs),
     /// Copy stdin/stdout to one TCP connection on a node (an ssh ProxyCommand).
     ProxyStdio(ProxyStdioArgs),
+    /// Run a command on a node (no sshd needed): stdin is streamed, stdout and stderr
+    /// come back separately, and adit exits with the command's exit code. The node's
+    /// agent must allow it (`adit-agent run --allow-exec`).
+    ///
+    /// Example: `adit exec kiosk-7 -- uname -a`
+    Exec(ExecArgs),
+    /// An interactive login shell on a node in a real PTY (no sshd needed); exits with
+    /// the shell's status. The node's agent must allow it (`--allow-shell`).
+    ///
+    /// Example: `adit shell kiosk-7`
+    Shell(ShellArgs),
+    /// Copy a file to or from a node, SHA-256 verified, resumable with --resume. Paths on
+    /// the node are absolute and must lie in the agent's file roots (`--file-root`).
+    ///
+    /// Example: `adit cp kiosk-7:/var/log/app.log .` or `adit cp fw.bin kiosk-7:/data/fw.bin`
+    Cp(CpArgs),
     /// Print configuration for other tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -245,6 +261,49 @@ pub struct ProxyStdioArgs {
     pub node: String,
     /// TCP port on the node's loopback.
     pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Node name or id.
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// Working directory on the node.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Environment variable for the command (repeatable).
+    #[arg(long = "env", value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub env: Vec<(String, String)>,
+    /// The command and its arguments (after `--`); no shell is involved unless you
+    /// name one, e.g. `-- sh -c 'ls | wc -l'`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Node name or id.
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// Terminal type for the remote shell (default: ours).
+    #[arg(long, env = "TERM", hide_env_values = true)]
+    pub term: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// `NODE:/PATH` or a local path.
+    pub source: String,
+    /// `NODE:/PATH` or a local path (exactly one side is on a node).
+    pub destination: String,
+    /// Continue an interrupted copy after the bytes the destination already has.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Subcommand)]

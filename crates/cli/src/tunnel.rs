@@ -132,6 +132,26 @@ impl Dialer {
     }
 }
 
+impl Dialer {
+    /// Opens a stream of any kind (`adit_api::kinds`) with a ready-made target
+    /// (`NODE/...`); the toolbox commands (exec, shell, cp) use it.
+    pub fn open_stream(
+        &self,
+        connection: &Connection,
+        kind: &str,
+        target: String,
+    ) -> Result<Stream> {
+        connection
+            .tunnel
+            .open(OpenHeader {
+                kind: kind.to_owned(),
+                target,
+                grant: self.token.clone(),
+            })
+            .with_context(|| format!("could not open a {kind} stream"))
+    }
+}
+
 /// The `OPEN` target of a TCP stream: `NODE/HOST:PORT`.
 pub fn tcp_target(node: &str, host: &str, port: u16) -> String {
     format!("{node}/{}", crate::cli::host_port(host, port))

@@ -389,3 +389,88 @@ pub fn enroll_command(server_url: &str, token: &str, name: &str, state_dir: &Pat
     .arg(state_dir);
     cmd
 }
+
+/// Enrols node `name` (state in `dir/name`) and runs its agent with `run_args`
+/// (e.g. `--allow-exec`); returns once the node is online.
+pub fn start_agent(
+    home: &Path,
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    run_args: &[&str],
+) -> Proc {
+    let state = dir.join(name);
+    let join = ok(
+        adit(home, &["tokens", "create", "--ttl", "10m"]),
+        "join token",
+    );
+    ok(
+        enroll_command(&server.url, join.trim(), name, &state)
+            .output()
+            .expect("run adit-agent enroll"),
+        "enroll",
+    );
+    let mut cmd = Command::new(bin("adit-agent"));
+    cmd.args(["run", "--state-dir"]).arg(&state).args(run_args);
+    let agent = Proc::spawn(cmd).expect("start adit-agent");
+    let online = wait_for(Duration::from_secs(20), || {
+        (node_status(home, name).as_deref() == Some("online")).then_some(())
+    });
+    assert!(
+        online.is_some(),
+        "node {name} did not come online:\n{}",
+        agent.output_so_far()
+    );
+    agent
+}
+
+/// Runs `adit` with `home` as its profile directory, `stdin` fed from a thread
+/// (any size, binary).
+pub fn adit_bytes(home: &Path, args: &[&str], stdin: Vec<u8>) -> Output {
+    let mut child = Command::new(bin("adit"))
+        .args(args)
+        .env("ADIT_HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run adit");
+    let mut input = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().expect("adit output");
+    let _ = feeder.join();
+    out
+}
+
+/// Writes `size` pseudo-random bytes to `path` (fast, not cryptographic).
+pub fn random_file(path: &Path, size: usize) {
+    let mut state = rand::random::<u64>() | 1;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        data.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    data.truncate(size);
+    std::fs::write(path, data).expect("write a random file");
+}
+
+/// SHA-256 of a file, hex, read in chunks (large files).
+pub fn sha256_streamed(path: &Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).expect("open file");
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).expect("read file");
+        if n == 0 {
+            return hex::encode(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+    }
+}

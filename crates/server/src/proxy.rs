@@ -84,13 +84,9 @@ async fn agent_tunnel(
     };
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     state.registry.insert(&node_id, tunnel.clone(), generation);
-    if let Err(e) =
-        state
-            .store
-            .set_node_status(&node_id, NodeStatus::Online, adit_store::now_millis())
-    {
-        tracing::warn!(%node_id, error = %e, "could not mark node online");
-    }
+    state
+        .presence
+        .status(&node_id, NodeStatus::Online, adit_store::now_millis());
     Metrics::inc(&state.metrics.tunnels_active);
     Metrics::inc(&state.metrics.tunnels_total);
     tracing::info!(%node_id, %peer, "agent connected");
@@ -126,13 +122,9 @@ async fn agent_tunnel(
     drop(tunnel);
     let _ = driver.await;
     if state.registry.remove(&node_id, generation) {
-        if let Err(e) =
-            state
-                .store
-                .set_node_status(&node_id, NodeStatus::Offline, adit_store::now_millis())
-        {
-            tracing::warn!(%node_id, error = %e, "could not mark node offline");
-        }
+        state
+            .presence
+            .status(&node_id, NodeStatus::Offline, adit_store::now_millis());
     }
     Metrics::dec(&state.metrics.tunnels_active);
     crate::sessions::wake(&state);
@@ -156,9 +148,7 @@ fn handle_agent_control(state: &AppState, node_id: &str, payload: &[u8]) {
                 addresses,
                 tunnel_mode,
             };
-            if let Err(e) = state.store.update_node_facts(node_id, &facts) {
-                tracing::warn!(%node_id, error = %e, "could not store node facts");
-            }
+            state.presence.facts(node_id, facts);
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(%node_id, error = %e, "ignoring unknown control message"),
@@ -217,7 +207,11 @@ struct Route {
     actor: String,
     node: adit_store::Node,
     agent: Tunnel,
+    /// The stream kind (`adit_api::kinds`).
+    kind: String,
     target: String,
+    /// Audit fields describing what the stream does (command, path, ...).
+    what: serde_json::Value,
     /// The session token used, its instance, and its cut signal.
     token: Option<(String, u8, CancellationToken)>,
 }
@@ -233,34 +227,57 @@ fn route(
     header: &OpenHeader,
     conn: u64,
 ) -> Result<Route, (Refusal, Option<Route0>)> {
-    if header.kind != kinds::TCP {
-        return Err((
-            refuse(
-                reset_code::DENIED,
-                format!("unsupported stream kind '{}'", header.kind),
-            ),
-            None,
-        ));
-    }
     let Some((node_key, target)) = header.target.split_once('/') else {
-        return Err((
-            refuse(reset_code::DENIED, "target must be NODE/HOST:PORT"),
-            None,
-        ));
+        let reason = match header.kind.as_str() {
+            kinds::TCP => "target must be NODE/HOST:PORT".to_owned(),
+            other => format!("target must be NODE/SPEC for a {other} stream"),
+        };
+        return Err((refuse(reset_code::DENIED, reason), None));
     };
-    if target
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
-        return Err((
-            refuse(
-                reset_code::DENIED,
-                format!("target '{target}' is not HOST:PORT"),
-            ),
-            None,
-        ));
-    }
+    // What the stream does, checked before anyone is authenticated so a malformed
+    // request gets a precise reason; the agent checks it again.
+    let what = match header.kind.as_str() {
+        kinds::TCP => {
+            if target
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err((
+                    refuse(
+                        reset_code::DENIED,
+                        format!("target '{target}' is not HOST:PORT"),
+                    ),
+                    None,
+                ));
+            }
+            json!({})
+        }
+        kinds::EXEC => match adit_api::toolbox::parse_exec(target) {
+            Ok(spec) => json!({ "command": spec.command_line() }),
+            Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
+        },
+        kinds::SHELL => match adit_api::toolbox::parse_shell(target) {
+            Ok(spec) => json!({ "cols": spec.cols, "rows": spec.rows }),
+            Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
+        },
+        kinds::FILE => match adit_api::toolbox::parse_file(target) {
+            Ok(spec) => json!({ "op": spec.op.as_str(), "path": spec.path }),
+            Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
+        },
+        other => {
+            return Err((
+                refuse(
+                    reset_code::DENIED,
+                    format!(
+                        "unsupported stream kind '{}'",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                ),
+                None,
+            ))
+        }
+    };
     let grant = std::str::from_utf8(&header.grant).unwrap_or_default();
     let caller = if crate::session_tokens::is_session_token(grant) {
         crate::session_tokens::authenticate(state, grant)
@@ -329,6 +346,9 @@ fn route(
         ));
     }
     if let Caller::User(principal) = &caller {
+        // exec, shell and file need the same Connect permission as tcp for now; per-kind
+        // policy flags (device/app/external access, actions, file roots) come next
+        // (issue 5). The agent still refuses kinds it was not started with.
         if !crate::authz::can_connect(principal, &node) {
             return Err((
                 refuse(
@@ -366,7 +386,9 @@ fn route(
         actor,
         node,
         agent,
+        kind: header.kind.clone(),
         target: target.to_string(),
+        what,
         token,
     })
 }
@@ -412,7 +434,13 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
         token: route.token.as_ref().map(|(jti, k, _)| (jti.as_str(), *k)),
         session_expires: None,
     };
-    if let Err(why) = relay_to_agent(&state, &route.agent, &mut client, target, peer).await {
+    let stream = StreamKind {
+        kind: &route.kind,
+        what: route.what.clone(),
+    };
+    if let Err(why) =
+        relay_kind_to_agent(&state, &route.agent, &mut client, target, stream, peer).await
+    {
         // The agent refused or the target failed: tell the client why.
         client.reset(reset_code::UNREACHABLE, &why);
     }
@@ -437,7 +465,7 @@ pub(crate) struct Relay<'a> {
     pub session_expires: Option<i64>,
 }
 
-/// Signs a grant, opens a stream to the agent and copies both ways until
+/// Signs a grant, opens a TCP stream to the agent and copies both ways until
 /// both sides finish; audits the stream. Returns why it failed, for the
 /// client.
 pub(crate) async fn relay_to_agent<C>(
@@ -445,6 +473,34 @@ pub(crate) async fn relay_to_agent<C>(
     agent: &Tunnel,
     client: &mut C,
     r: Relay<'_>,
+    peer: SocketAddr,
+) -> Result<(), String>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let tcp = StreamKind {
+        kind: kinds::TCP,
+        what: json!({}),
+    };
+    relay_kind_to_agent(state, agent, client, r, tcp, peer).await
+}
+
+/// The kind of a relayed stream and what it does, for the grant and the audit trail.
+struct StreamKind<'a> {
+    kind: &'a str,
+    /// Audit fields (command, path, ...), merged into the `stream.open` event.
+    what: serde_json::Value,
+}
+
+/// [`relay_to_agent`] for any stream kind. Toolbox streams (exec, shell, file) are
+/// relayed byte for byte like TCP; the agent's frames are watched on the way (not
+/// buffered) so the audit event carries the exit status.
+async fn relay_kind_to_agent<C>(
+    state: &AppState,
+    agent: &Tunnel,
+    client: &mut C,
+    r: Relay<'_>,
+    stream: StreamKind<'_>,
     peer: SocketAddr,
 ) -> Result<(), String>
 where
@@ -459,7 +515,7 @@ where
         ten: r.tenant_id.to_string(),
         usr: r.actor.to_string(),
         sub: r.node_id.to_string(),
-        knd: kinds::TCP.to_string(),
+        knd: stream.kind.to_string(),
         tgt: r.target.to_string(),
         ses: r.session.map(str::to_string),
         sxp: r.session_expires,
@@ -470,7 +526,7 @@ where
         .map_err(|e| format!("could not sign a grant: {e}"))?;
     let mut upstream = agent
         .open(OpenHeader {
-            kind: kinds::TCP.to_string(),
+            kind: stream.kind.to_string(),
             target: r.target.to_string(),
             grant: grant.into_bytes().into(),
         })
@@ -480,8 +536,21 @@ where
     state.node_streams.opened(r.node_id);
     let started = Instant::now();
     // Large buffers: fewer, fuller DATA frames and fewer wake-ups per byte.
-    let copy =
-        tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, RELAY_BUF, RELAY_BUF);
+    let mut scanner = (stream.kind != kinds::TCP).then(adit_api::toolbox::ExitScanner::new);
+    let copy = async {
+        match scanner.as_mut() {
+            None => {
+                tokio::io::copy_bidirectional_with_sizes(
+                    client,
+                    &mut upstream,
+                    RELAY_BUF,
+                    RELAY_BUF,
+                )
+                .await
+            }
+            Some(scanner) => copy_watched(client, &mut upstream, scanner).await,
+        }
+    };
     let result = match r.cancel {
         Some(cancel) => tokio::select! {
             res = copy => res,
@@ -497,6 +566,14 @@ where
         },
         None => copy.await,
     };
+    if let Err(e) = &result {
+        // The client side failed: the agent must stop too, not wait for credit that
+        // will never come.
+        upstream.reset(
+            reset_code::CANCEL,
+            &format!("the client's side failed: {e}"),
+        );
+    }
     Metrics::dec(&state.metrics.streams_active);
     state.node_streams.closed(r.node_id);
     let (to_node, from_node, outcome, error) = match &result {
@@ -506,7 +583,7 @@ where
     Metrics::add(&state.metrics.bytes_to_node, to_node);
     Metrics::add(&state.metrics.bytes_from_node, from_node);
     let mut detail = json!({
-        "kind": kinds::TCP,
+        "kind": stream.kind,
         "target": r.target,
         "grant": claims.jti,
         "bytes_to_node": to_node,
@@ -514,6 +591,14 @@ where
         "duration_ms": started.elapsed().as_millis() as u64,
         "error": error,
     });
+    if let serde_json::Value::Object(what) = stream.what {
+        for (k, v) in what {
+            detail[k] = v;
+        }
+    }
+    if let Some(code) = scanner.as_ref().and_then(|s| s.exit_code()) {
+        detail["exit_code"] = json!(code);
+    }
     if let Some((jti, instance)) = r.token {
         detail["session_token"] = json!(jti);
         detail["instance"] = json!(instance);
@@ -544,5 +629,69 @@ where
     match error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Copies both ways like `copy_bidirectional` (EOF on one side half-closes the other),
+/// feeding the agent → client bytes to `scanner`. The agent finishing its side ends
+/// the relay: a toolbox stream is over once the agent sent its last frame, whatever
+/// the client still holds open.
+async fn copy_watched<C>(
+    client: &mut C,
+    upstream: &mut Stream,
+    scanner: &mut adit_api::toolbox::ExitScanner,
+) -> std::io::Result<(u64, u64)>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let mut sent = 0u64;
+    let up = copy_half(client_read, upstream_write, &mut sent, |_| {});
+    let mut received = 0u64;
+    let down = copy_half(upstream_read, client_write, &mut received, |bytes| {
+        scanner.feed(bytes)
+    });
+    {
+        tokio::pin!(up, down);
+        let mut up_done = false;
+        loop {
+            tokio::select! {
+                r = &mut up, if !up_done => {
+                    r?;
+                    up_done = true;
+                }
+                r = &mut down => {
+                    r?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok((sent, received))
+}
+
+async fn copy_half<R, W>(
+    mut r: R,
+    mut w: W,
+    total: &mut u64,
+    mut watch: impl FnMut(&[u8]),
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; RELAY_BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            w.flush().await?;
+            return w.shutdown().await;
+        }
+        watch(&buf[..n]);
+        w.write_all(&buf[..n]).await?;
+        w.flush().await?;
+        *total += n as u64;
     }
 }

@@ -3,11 +3,14 @@
 pub mod access;
 mod api_tokens;
 mod audit;
+mod cp;
+mod exec;
 mod forward;
 mod inspect;
 mod nodes;
 mod roles;
 mod session;
+mod shell;
 pub mod ssh;
 mod tenants;
 mod tokens;
@@ -42,6 +45,9 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Ssh(args) => ssh::ssh(&ctx, args),
         Command::Forward(args) => forward::forward(&ctx, args).await,
         Command::ProxyStdio(args) => forward::proxy_stdio(&ctx, args).await,
+        Command::Exec(args) => exec::exec(&ctx, args).await,
+        Command::Shell(args) => shell::shell(&ctx, args).await,
+        Command::Cp(args) => cp::cp(&ctx, args).await,
         Command::Config(ConfigCommand::Ssh) => ssh::config_ssh(&ctx),
         Command::Completions { shell } => inspect::completions(shell),
         Command::Token(TokenCommand::Decode { jwt }) => inspect::decode(&ctx, jwt),
