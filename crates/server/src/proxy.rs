@@ -20,6 +20,11 @@ use crate::state::AppState;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// Concurrent streams one client tunnel may relay. Every relayed stream is also a stream
+/// on the node's agent tunnel (which accepts 1,024), so one client must not be able to
+/// take them all: beyond this the client's OPENs are refused (RESET `REFUSED`).
+pub const CLIENT_MAX_STREAMS: u32 = 256;
+
 /// Relay buffer per direction of a stream.
 const RELAY_BUF: usize = 64 * 1024;
 
@@ -161,7 +166,11 @@ async fn client_tunnel(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let (tunnel, driver) = Tunnel::spawn(tls, Side::Server, Config::default());
+    let config = Config {
+        max_streams: CLIENT_MAX_STREAMS,
+        ..Config::default()
+    };
+    let (tunnel, driver) = Tunnel::spawn(tls, Side::Server, config);
     let tasks = tokio_util::task::TaskTracker::new();
     // Session-token instances this tunnel claims are its own until it closes.
     let conn = state.token_instances.connection_id();
