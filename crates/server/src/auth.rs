@@ -106,6 +106,15 @@ pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, A
         .filter(|u| !u.disabled && u.tenant_id == claims.ten)
         .ok_or_else(gone)?;
     let tenant = state.store.tenant(&claims.ten)?.ok_or_else(gone)?;
+    // A changed password voids the login tokens issued before it (to the second: a
+    // token from the same second as the change stays valid). API tokens are revoked
+    // on their own (`adit api-tokens revoke`).
+    if !claims.api && claims.iat < user.credentials_changed_at.div_euclid(1000) {
+        return Err(ApiFailure::unauthenticated(format!(
+            "the password of {} changed after this access token was issued; {LOGIN_AGAIN}",
+            user.name
+        )));
+    }
     if claims.api {
         // API tokens live long, so each use checks the record: revoked or unknown → refused.
         let record = state.store.issued_token(&tenant.id, &claims.jti)?;

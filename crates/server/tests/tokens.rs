@@ -365,3 +365,119 @@ async fn forged_expired_and_unknown_session_tokens_are_refused() {
     assert!(err.contains("not known"), "{err}");
     assert!(authenticate(&e.state, "garbage").is_err());
 }
+
+/// A changed password logs out every login token issued before it; API tokens stay
+/// (they are revoked on their own).
+#[tokio::test]
+async fn password_change_voids_earlier_login_tokens() {
+    let e = env();
+    let viewer = e
+        .state
+        .store
+        .user_by_name(&e.tenant, "viewer")
+        .unwrap()
+        .unwrap();
+    let now = adit_pki::now_unix();
+    let earlier = |api: bool| {
+        e.state
+            .signer
+            .sign(&adit_pki::AccessClaims {
+                sub: viewer.id.clone(),
+                name: viewer.name.clone(),
+                ten: e.tenant.clone(),
+                aud: adit_pki::AUD_ACCESS.into(),
+                iat: now - 60,
+                exp: now + 3600,
+                jti: format!("early-{api}"),
+                api,
+            })
+            .unwrap()
+    };
+    let old_login = earlier(false);
+    e.call(Method::GET, "/v1/nodes", &old_login, None)
+        .await
+        .expect(StatusCode::OK);
+    let r = e
+        .call(
+            Method::POST,
+            "/v1/api-tokens",
+            &e.login("viewer").await,
+            Some(json!({"name": "keeps", "ttl_secs": 3600})),
+        )
+        .await;
+    r.expect(StatusCode::CREATED);
+    let api = r.body["token"].as_str().unwrap().to_string();
+
+    let admin = e.login("admin").await;
+    e.call(
+        Method::POST,
+        "/v1/users/viewer/password",
+        &admin,
+        Some(json!({"new": "a-brand-new-password-1"})),
+    )
+    .await
+    .expect(StatusCode::OK);
+
+    let r = e.call(Method::GET, "/v1/nodes", &old_login, None).await;
+    r.expect(StatusCode::UNAUTHORIZED);
+    assert!(
+        r.message().contains("password of viewer changed"),
+        "{}",
+        r.text
+    );
+    // A new login works; the API token was not touched.
+    let fresh = send(
+        &e.app,
+        request(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"user": "viewer", "password": "a-brand-new-password-1"})),
+            None,
+        ),
+    )
+    .await;
+    fresh.expect(StatusCode::OK);
+    let fresh = fresh.body["access_token"].as_str().unwrap().to_string();
+    e.call(Method::GET, "/v1/nodes", &fresh, None)
+        .await
+        .expect(StatusCode::OK);
+    e.call(Method::GET, "/v1/nodes", &api, None)
+        .await
+        .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn duplicate_roles_at_user_creation_are_refused() {
+    let e = env();
+    let admin = e.login("admin").await;
+    let r = e
+        .call(
+            Method::POST,
+            "/v1/users",
+            &admin,
+            Some(json!({"name": "twice", "password": "a-long-password-1",
+                        "roles": [{"role": "viewer", "selector": {"site": "a"}},
+                                  {"role": "viewer", "selector": {"site": "a"}}]})),
+        )
+        .await;
+    r.expect(StatusCode::BAD_REQUEST);
+    assert!(r.message().contains("listed twice"), "{}", r.text);
+    assert!(e
+        .state
+        .store
+        .user_by_name(&e.tenant, "twice")
+        .unwrap()
+        .is_none());
+    // Different selectors are fine.
+    e.call(
+        Method::POST,
+        "/v1/users",
+        &admin,
+        Some(json!({"name": "twice", "password": "a-long-password-1",
+                    "roles": [{"role": "viewer", "selector": {"site": "a"}},
+                              {"role": "viewer", "selector": {"site": "b"}}]})),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+}

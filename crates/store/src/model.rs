@@ -42,6 +42,8 @@ pub struct User {
     pub password_hash: String,
     pub created_at: Millis,
     pub disabled: bool,
+    /// When the password last changed (0 = never); access tokens issued before are void.
+    pub credentials_changed_at: Millis,
 }
 
 /// Grants `role` (one of [`ROLES`]) to a user on the nodes matched by `selector`.

@@ -51,6 +51,7 @@ pub trait Store: Send + Sync + 'static {
     fn list_users(&self, tenant_id: &str) -> Result<Vec<User>, StoreError>;
     /// Deletes the user and its role bindings.
     fn delete_user(&self, tenant_id: &str, id: &str) -> Result<(), StoreError>;
+    /// Sets the password hash and `credentials_changed_at = now`.
     fn set_password(
         &self,
         tenant_id: &str,

@@ -146,11 +146,12 @@ pub fn users_round_trip(store: Arc<dyn Store>) {
         .unwrap()
         .is_empty());
 
+    assert_eq!(bob.credentials_changed_at, 0);
+    let before = crate::now_millis();
     store.set_password(&t.id, &bob.id, "$argon2id$new").unwrap();
-    assert_eq!(
-        store.user(&t.id, &bob.id).unwrap().unwrap().password_hash,
-        "$argon2id$new"
-    );
+    let changed = store.user(&t.id, &bob.id).unwrap().unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$new");
+    assert!(changed.credentials_changed_at >= before);
     assert!(is_not_found(store.set_password(&t.id, "no-such-user", "x")));
 
     store.set_user_disabled(&t.id, &bob.id, true).unwrap();

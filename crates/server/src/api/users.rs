@@ -219,8 +219,18 @@ pub(super) async fn create(
             "at most {MAX_ROLES_PER_REQUEST} roles may be given at once"
         )));
     }
-    for r in &req.roles {
+    for (i, r) in req.roles.iter().enumerate() {
         validate_role(r)?;
+        // The same binding twice is a mistake, as `POST /v1/roles` says with a 409.
+        if req.roles[..i]
+            .iter()
+            .any(|o| o.role == r.role && o.selector == r.selector)
+        {
+            return Err(ApiFailure::bad_request(format!(
+                "role '{}' with the same selector is listed twice",
+                super::shown(&r.role)
+            )));
+        }
     }
     if state.store.user_by_name(&p.tenant_id, &req.name)?.is_some() {
         return Err(user_exists(&req.name));

@@ -291,7 +291,8 @@ fn tenant_row(row: &Row<'_>) -> Result<Tenant, StoreError> {
     })
 }
 
-const USER_COLS: &str = "id, tenant_id, name, password_hash, created_at, disabled";
+const USER_COLS: &str =
+    "id, tenant_id, name, password_hash, created_at, disabled, credentials_changed_at";
 
 fn user_row(row: &Row<'_>) -> Result<User, StoreError> {
     Ok(User {
@@ -301,6 +302,7 @@ fn user_row(row: &Row<'_>) -> Result<User, StoreError> {
         password_hash: col(row, 3, "user")?,
         created_at: col(row, 4, "user")?,
         disabled: col(row, 5, "user")?,
+        credentials_changed_at: col(row, 6, "user")?,
     })
 }
 
@@ -549,6 +551,7 @@ impl Store for SqliteStore {
             password_hash: password_hash.to_owned(),
             created_at: crate::now_millis(),
             disabled: false,
+            credentials_changed_at: 0,
         };
         self.lock()
             .execute(
@@ -621,8 +624,9 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         exec_one(
             &self.lock(),
-            "UPDATE users SET password_hash = ?3 WHERE tenant_id = ?1 AND id = ?2",
-            [tenant_id, id, password_hash],
+            "UPDATE users SET password_hash = ?3, credentials_changed_at = ?4
+             WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id, password_hash, crate::now_millis()],
             || format!("user {id} in tenant {tenant_id}"),
             "setting password",
         )

@@ -16,7 +16,12 @@ use crate::error::StoreError;
 /// Schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_REMOTE_ACCESS, V3_ISSUED_TOKENS];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    V1_INITIAL,
+    V2_REMOTE_ACCESS,
+    V3_ISSUED_TOKENS,
+    V4_CREDENTIALS_CHANGED,
+];
 
 const V1_INITIAL: &str = r#"
 CREATE TABLE tenants (
@@ -189,6 +194,12 @@ CREATE TABLE issued_tokens (
     revoked_at  INTEGER
 );
 CREATE INDEX issued_tokens_by_tenant ON issued_tokens(tenant_id, kind, created_at);
+"#;
+
+const V4_CREDENTIALS_CHANGED: &str = r#"
+-- When the user's password last changed (unix ms; 0 = never): access tokens issued
+-- before it are refused, so a changed password logs out every other session.
+ALTER TABLE users ADD COLUMN credentials_changed_at INTEGER NOT NULL DEFAULT 0;
 "#;
 
 pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {
