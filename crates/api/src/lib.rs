@@ -63,6 +63,8 @@ pub mod paths {
     pub const USERS: &str = "/v1/users";
     /// `DELETE /v1/users/{user}` (name or id).
     pub const USER: &str = "/v1/users/{user}";
+    /// (`PATCH` [`super::UpdateUserRequest`] → [`super::UserInfo`] on [`USER`]: disable or
+    /// enable.)
     /// `POST /v1/users/{user}/password` [`super::SetPasswordRequest`] →
     /// [`super::UserInfo`]: an admin resets anyone's; a user changes their own (with
     /// `current`).
@@ -388,6 +390,14 @@ pub struct CreateUserRequest {
     /// Role bindings to create with the user.
     #[serde(default)]
     pub roles: Vec<RoleInfo>,
+}
+
+/// `PATCH /v1/users/{user}`: disable (or re-enable) a user. A disabled user cannot
+/// log in, and every token issued to it stops working at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

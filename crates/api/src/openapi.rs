@@ -17,7 +17,8 @@ use crate::{
     CreateJoinTokenRequest, CreateRemoteAccessRequest, CreateTenantRequest, CreateUserRequest,
     CreatedJoinToken, CreatedTenant, EnrollRequest, EnrollResponse, JoinTokenInfo, LoginRequest,
     LoginResponse, NodeInfo, RemoteAccessInfo, RemoteAccessQuery, RenewRequest, RoleBindingInfo,
-    SetPasswordRequest, TenantInfo, UpdateRemoteAccessRequest, UserInfo, WhoAmI, ROLE_NAMES,
+    SetPasswordRequest, TenantInfo, UpdateRemoteAccessRequest, UpdateUserRequest, UserInfo, WhoAmI,
+    ROLE_NAMES,
 };
 use crate::{
     ApiTokenInfo, CreateApiTokenRequest, CreateSessionTokenRequest, CreatedApiToken,
@@ -438,6 +439,18 @@ pub const OPERATIONS: &[Operation] = &[
         status: 201,
         response: Content::Json(schema::<UserInfo>),
         errors: &[400, 403, 409, 413],
+    },
+    Operation {
+        method: PATCH,
+        path: paths::USER,
+        operation_id: "updateUser",
+        summary: "Disable or re-enable a user (never the caller, never the last admin); its tokens stop working at once",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: Some(schema::<UpdateUserRequest>),
+        status: 200,
+        response: Content::Json(schema::<UserInfo>),
+        errors: &[400, 403, 404, 409, 413],
     },
     Operation {
         method: DELETE,

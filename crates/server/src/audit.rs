@@ -3,7 +3,7 @@
 //! Action names: `login`, `join_token.create`, `join_token.revoke`, `node.enroll`,
 //! `node.renew`, `node.revoke`, `stream.open`, `session.create`, `session.extend`,
 //! `session.delete`, `session.start`, `session.end`, `session.expire`, `tenant.create`,
-//! `user.create`, `user.delete`, `user.password`, `role.bind`, `role.unbind`,
+//! `user.create`, `user.delete`, `user.password`, `user.disable`, `user.enable`, `role.bind`, `role.unbind`,
 //! `session_token.create`, `session_token.revoke`, `api_token.create`, `api_token.revoke`. Outcomes: `ok`, `denied`, `error`.
 //! Details never carry secrets (passwords, token strings, keys).
 
@@ -24,6 +24,8 @@ pub const SESSION_START: &str = "session.start";
 pub const USER_CREATE: &str = "user.create";
 pub const USER_DELETE: &str = "user.delete";
 pub const USER_PASSWORD: &str = "user.password";
+pub const USER_DISABLE: &str = "user.disable";
+pub const USER_ENABLE: &str = "user.enable";
 pub const SESSION_CREATE: &str = "session.create";
 pub const SESSION_EXTEND: &str = "session.extend";
 pub const SESSION_DELETE: &str = "session.delete";

@@ -316,6 +316,7 @@ fn case(endpoint: &'static str, path: String, body: Option<Value>, expect: Expec
         "GET" => Method::GET,
         "POST" => Method::POST,
         "DELETE" => Method::DELETE,
+        "PATCH" => Method::PATCH,
         m => panic!("method {m}"),
     };
     Case {
@@ -421,6 +422,18 @@ fn matrix(a: &Tenant, b: &Tenant) -> Vec<Case> {
             "DELETE /v1/users/{user}",
             format!("/v1/users/{}", b.viewer_user.id),
             None,
+            NotFound,
+        ),
+        case(
+            "PATCH /v1/users/{user}",
+            format!("/v1/users/{}", b.viewer_user.name),
+            Some(json!({"disabled": true})),
+            NotFound,
+        ),
+        case(
+            "PATCH /v1/users/{user}",
+            format!("/v1/users/{}", b.viewer_user.id),
+            Some(json!({"disabled": true})),
             NotFound,
         ),
         case(
@@ -614,6 +627,7 @@ async fn tenant_isolation_matrix() {
         }
         let viewer = store.user(&b.id, &b.viewer_user.id).unwrap().unwrap();
         assert!(hash_ok(&viewer.password_hash, USER_PW));
+        assert!(!viewer.disabled, "A disabled B's user");
         assert!(store
             .list_role_bindings(&b.id, None)
             .unwrap()

@@ -481,3 +481,79 @@ async fn duplicate_roles_at_user_creation_are_refused() {
     .await
     .expect(StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn disabling_a_user_stops_its_tokens_at_once() {
+    let e = env();
+    let admin = e.login("admin").await;
+    let viewer = e.login("viewer").await;
+    let r = e
+        .call(
+            Method::POST,
+            "/v1/api-tokens",
+            &viewer,
+            Some(json!({"name": "bot", "ttl_secs": 3600})),
+        )
+        .await;
+    let api = r.body["token"].as_str().unwrap().to_string();
+
+    // Only admins; not oneself; the last admin is kept.
+    e.call(
+        Method::PATCH,
+        "/v1/users/admin",
+        &viewer,
+        Some(json!({"disabled": true})),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    e.call(
+        Method::PATCH,
+        "/v1/users/admin",
+        &admin,
+        Some(json!({"disabled": true})),
+    )
+    .await
+    .expect(StatusCode::CONFLICT);
+
+    let r = e
+        .call(
+            Method::PATCH,
+            "/v1/users/viewer",
+            &admin,
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    r.expect(StatusCode::OK);
+    assert_eq!(r.body["disabled"], true);
+    for token in [&viewer, &api] {
+        e.call(Method::GET, "/v1/nodes", token, None)
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+    }
+    let login = send(
+        &e.app,
+        request(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"user": "viewer", "password": PW})),
+            None,
+        ),
+    )
+    .await;
+    login.expect(StatusCode::UNAUTHORIZED);
+
+    // Enabled again: logs in again (its old tokens are valid again too: they were
+    // refused for the disabled state, not revoked).
+    e.call(
+        Method::PATCH,
+        "/v1/users/viewer",
+        &admin,
+        Some(json!({"disabled": false})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    e.login("viewer").await;
+    assert!(e.actions().contains(&("user.disable".into(), "ok".into())));
+    assert!(e.actions().contains(&("user.enable".into(), "ok".into())));
+}

@@ -67,7 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route(&axum_path(paths::NODE_REVOKE), post(nodes::revoke))
         .route(paths::TENANTS, get(tenants::list).post(tenants::create))
         .route(paths::USERS, get(users::list).post(users::create))
-        .route(&axum_path(paths::USER), delete(users::delete))
+        .route(
+            &axum_path(paths::USER),
+            delete(users::delete).patch(users::update),
+        )
         .route(&axum_path(paths::USER_PASSWORD), post(users::set_password))
         .route(paths::ROLES, get(roles::list).post(roles::bind))
         .route(&axum_path(paths::ROLE), delete(roles::unbind))

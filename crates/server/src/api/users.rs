@@ -3,7 +3,7 @@
 //! Users are always those of the caller's tenant; a user of another tenant is reported
 //! exactly like a missing one. Password hashes never leave the server.
 
-use crate::audit::{USER_CREATE, USER_DELETE, USER_PASSWORD};
+use crate::audit::{USER_CREATE, USER_DELETE, USER_DISABLE, USER_ENABLE, USER_PASSWORD};
 use std::sync::Arc;
 
 use adit_api::{CreateUserRequest, RoleInfo, SetPasswordRequest, UserInfo, MIN_PASSWORD_LEN};
@@ -301,6 +301,58 @@ pub(super) async fn delete(
         json!({ "user_id": user.id, "name": user.name }),
     );
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disables or re-enables a user (admins; not oneself; never the tenant's last admin).
+pub(super) async fn update(
+    State(state): State<AppState>,
+    p: Principal,
+    addr: Option<Extension<ClientAddr>>,
+    Path(key): Path<String>,
+    ApiJson(req): ApiJson<adit_api::UpdateUserRequest>,
+) -> Result<Json<UserInfo>, ApiFailure> {
+    let addr = source(addr);
+    let action = if req.disabled {
+        USER_DISABLE
+    } else {
+        USER_ENABLE
+    };
+    require_manage_users(&state, &p, addr, Some(action))?;
+    let user = find_user(&state, &p.tenant_id, &key)?.ok_or_else(|| no_such_user(&key))?;
+    if req.disabled && user.id == p.user_id {
+        return Err(ApiFailure::conflict(
+            "you cannot disable your own user; ask another admin",
+        ));
+    }
+    if req.disabled {
+        keep_an_admin(&state, &p.tenant_id, |b| b.user_id == user.id)?;
+    }
+    match state
+        .store
+        .set_user_disabled(&p.tenant_id, &user.id, req.disabled)
+    {
+        Ok(()) => {}
+        Err(StoreError::NotFound(_)) => return Err(no_such_user(&key)),
+        Err(e) => return Err(e.into()),
+    }
+    audit::record(
+        &state,
+        &p.tenant_id,
+        &p.user,
+        addr,
+        None,
+        action,
+        audit::OK,
+        json!({ "user_id": user.id, "name": user.name }),
+    );
+    let user = state
+        .store
+        .user(&p.tenant_id, &user.id)?
+        .ok_or_else(|| no_such_user(&key))?;
+    let bindings = state
+        .store
+        .list_role_bindings(&p.tenant_id, Some(&user.id))?;
+    Ok(Json(user_info(&user, &bindings)))
 }
 
 /// An admin resets anyone's password (without `current`); every user may change their
