@@ -211,3 +211,109 @@ fn full_disk_gives_a_clear_error_and_recovers() {
     assert!(listed.as_array().unwrap().len() >= 2);
     drop(server);
 }
+
+/// `/metrics` of the server, one gauge.
+fn gauge(server: &Server, name: &str) -> Option<u64> {
+    let out = Command::new("curl")
+        .args(["-sk", &format!("{}/metrics", server.url)])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn agent_kill9_mid_stream_orphans_nothing() {
+    use std::io::{Read, Write};
+    let tmp = TempDir::new("agent-kill9");
+    let home = tmp.path().join("home");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    login(&home, &server);
+    let echo = echo_server();
+    let join = ok(adit(&home, &["tokens", "create", "--ttl", "10m"]), "join");
+    let state = tmp.path().join("agent");
+    ok(
+        enroll_command(&server.url, join.trim(), "dev1", &state)
+            .output()
+            .unwrap(),
+        "enroll",
+    );
+    let agent_cmd = || {
+        let mut cmd = Command::new(bin("adit-agent"));
+        cmd.args(["run", "--state-dir"])
+            .arg(&state)
+            .args(["--allow", &format!("127.0.0.1:{echo}")]);
+        cmd
+    };
+    let mut agent = Proc::spawn(agent_cmd()).unwrap();
+    assert!(wait_online(&home, "dev1", Duration::from_secs(20)));
+    let local = free_port();
+    let mut fwd = Command::new(bin("adit"));
+    fwd.env("ADIT_HOME", &home)
+        .args(["forward", "dev1", &format!("{local}:127.0.0.1:{echo}")]);
+    let _forward = Proc::spawn(fwd).unwrap();
+    // Four live connections through the tunnel.
+    let mut conns: Vec<std::net::TcpStream> = wait_for(Duration::from_secs(10), || {
+        let mut v = Vec::new();
+        for i in 0..4u8 {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            c.write_all(&[i; 16]).ok()?;
+            let mut got = [0u8; 16];
+            c.read_exact(&mut got).ok()?;
+            v.push(c);
+        }
+        Some(v)
+    })
+    .expect("streams before the kill");
+    assert_eq!(gauge(&server, "adit_streams_active"), Some(4));
+
+    // SIGKILL the agent mid-stream: every live connection ends (no hang).
+    agent.kill();
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 16];
+        let r = c.read(&mut buf);
+        assert!(
+            matches!(r, Ok(0) | Err(_)),
+            "a connection through a killed agent must end, got {r:?}"
+        );
+    }
+    // The server holds nothing for them: no stream, no tunnel; the node is offline.
+    assert!(
+        wait_for(Duration::from_secs(10), || (gauge(
+            &server,
+            "adit_streams_active"
+        ) == Some(0)
+            && gauge(&server, "adit_tunnels_active") == Some(0))
+        .then_some(()))
+        .is_some(),
+        "streams {:?}, tunnels {:?} after the agent died",
+        gauge(&server, "adit_streams_active"),
+        gauge(&server, "adit_tunnels_active")
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || (node_status(&home, "dev1")
+            .as_deref()
+            == Some("offline"))
+        .then_some(()))
+        .is_some()
+    );
+
+    // The agent comes back (restarted); the same forward carries new connections.
+    let _agent = Proc::spawn(agent_cmd()).unwrap();
+    assert!(wait_online(&home, "dev1", Duration::from_secs(20)));
+    let mut c = wait_for(Duration::from_secs(10), || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", local)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        c.write_all(b"again").ok()?;
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).ok()?;
+        (&got == b"again").then_some(c)
+    })
+    .expect("a new connection after the agent restarted");
+    c.write_all(b"x").unwrap();
+    drop(server);
+}
