@@ -68,6 +68,9 @@ pub struct AgentConfig {
     /// The login shell of `shell` streams (default: `/bin/sh`; the binary passes the
     /// agent's `$SHELL`).
     pub shell: Option<PathBuf>,
+    /// Whether `query` streams (read-only diagnostics) are allowed. On by default;
+    /// `ls` and `cat` also need `file_roots`.
+    pub allow_query: bool,
 }
 
 impl Default for AgentConfig {
@@ -83,6 +86,7 @@ impl Default for AgentConfig {
             allow_shell: false,
             file_roots: Vec::new(),
             shell: None,
+            allow_query: true,
         }
     }
 }
@@ -169,6 +173,7 @@ impl AgentConfig {
                 toolbox: Toolbox {
                     allow_exec: self.allow_exec,
                     allow_shell: self.allow_shell,
+                    allow_query: self.allow_query,
                     file_roots,
                     shell: self
                         .shell
@@ -270,11 +275,13 @@ pub struct AllowList {
     toolbox: Toolbox,
 }
 
-/// The toolbox streams this agent serves; everything off by default.
+/// The toolbox streams this agent serves: everything off by default but `query`
+/// (read-only diagnostics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toolbox {
     pub allow_exec: bool,
     pub allow_shell: bool,
+    pub allow_query: bool,
     /// Canonical directories file transfers are confined to.
     pub file_roots: Vec<PathBuf>,
     /// The login shell of `shell` streams.
@@ -286,6 +293,7 @@ impl Default for Toolbox {
         Self {
             allow_exec: false,
             allow_shell: false,
+            allow_query: true,
             file_roots: Vec::new(),
             shell: PathBuf::from(DEFAULT_SHELL),
         }

@@ -32,9 +32,9 @@ pub enum Outcome {
 }
 
 /// A refusal: the reset code and the reason the client sees.
-struct Refusal(u32, String);
+pub(crate) struct Refusal(pub(crate) u32, pub(crate) String);
 
-fn denied(reason: impl Into<String>) -> Refusal {
+pub(crate) fn denied(reason: impl Into<String>) -> Refusal {
     Refusal(reset_code::DENIED, reason.into())
 }
 
@@ -57,7 +57,7 @@ pub async fn serve(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> O
 
 /// Resolves `path` (absolute, no `..`) to the canonical directory it is in, which must
 /// be under a root, joined with its last component (not resolved).
-fn confine(path: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
+pub(crate) fn confine(path: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
     let p = Path::new(path);
     if !p.is_absolute() {
         return Err(denied(format!("path {path} is not absolute")));
@@ -83,7 +83,7 @@ fn confine(path: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
 }
 
 /// Turns an open error into what the client needs to know.
-fn open_error(path: &str, e: std::io::Error) -> Refusal {
+pub(crate) fn open_error(path: &str, e: std::io::Error) -> Refusal {
     // ELOOP: the last component is a symlink and O_NOFOLLOW refused it.
     if e.raw_os_error() == Some(libc::ELOOP) {
         return denied(format!(

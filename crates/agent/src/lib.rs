@@ -22,6 +22,7 @@ pub mod facts;
 pub mod files;
 pub mod policy;
 pub mod pty;
+pub mod query;
 mod renew;
 mod server;
 pub mod state;

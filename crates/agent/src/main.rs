@@ -81,6 +81,10 @@ struct RunArgs {
     /// default: every file transfer is refused.
     #[arg(long = "file-root", value_name = "DIR")]
     file_roots: Vec<PathBuf>,
+    /// Refuse `adit query` (read-only diagnostics: system, processes, network, logs...),
+    /// which is allowed by default; same as `allow_query = false` in the configuration.
+    #[arg(long)]
+    deny_query: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -172,6 +176,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.allow_exec |= args.allow_exec;
     config.allow_shell |= args.allow_shell;
     config.file_roots.extend(args.file_roots);
+    if args.deny_query {
+        config.allow_query = false;
+    }
     if config.shell.is_none() {
         config.shell = std::env::var_os("SHELL")
             .filter(|s| !s.is_empty())

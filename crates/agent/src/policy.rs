@@ -2,7 +2,7 @@
 //! agent's own allow-list must both agree.
 
 use adit_api::kinds;
-use adit_api::toolbox::{ExecSpec, FileSpec, ShellSpec};
+use adit_api::toolbox::{ExecSpec, FileSpec, QuerySpec, ShellSpec};
 use adit_pki::{GrantClaims, JwtErrorKind, AUD_GRANT};
 use adit_proto::{reset_code, OpenHeader};
 
@@ -45,6 +45,8 @@ pub enum Request {
     Shell(ShellSpec),
     /// Copy a file (the path is checked against the file roots when it is opened).
     File(FileSpec),
+    /// Answer a diagnostic query (`ls`/`cat` paths are checked against the file roots).
+    Query(QuerySpec),
 }
 
 /// Checks an `OPEN` header: the kind is supported and allowed here, the grant is signed
@@ -76,7 +78,10 @@ pub fn authorize(
                 "this agent allows no file transfers; start it with --file-root DIR",
             ))
         }
-        kinds::EXEC | kinds::SHELL | kinds::FILE => {}
+        kinds::QUERY if !toolbox.allow_query => return Err(Denial::denied(
+            "this agent does not allow queries (started with --deny-query or allow_query = false)",
+        )),
+        kinds::EXEC | kinds::SHELL | kinds::FILE | kinds::QUERY => {}
         other => {
             return Err(Denial::denied(format!(
                 "unsupported stream kind {:?}",
@@ -118,6 +123,9 @@ pub fn authorize(
         }
         kinds::FILE => {
             Request::File(adit_api::toolbox::parse_file(&header.target).map_err(Denial::denied)?)
+        }
+        kinds::QUERY => {
+            Request::Query(adit_api::toolbox::parse_query(&header.target).map_err(Denial::denied)?)
         }
         _ => {
             let target = Target::parse(&header.target)

@@ -119,7 +119,7 @@ pub async fn handle(
     }
 }
 
-/// Serves an `exec`, `shell` or `file` stream, cut at the session's end like TCP ones.
+/// Serves an `exec`, `shell`, `file` or `query` stream, cut at the session's end like TCP ones.
 async fn serve_toolbox(
     mut stream: Stream,
     claims: &adit_pki::GrantClaims,
@@ -132,6 +132,7 @@ async fn serve_toolbox(
         Request::Exec(spec) => ("exec", spec.command_line()),
         Request::Shell(_) => ("shell", String::new()),
         Request::File(spec) => ("file", format!("{} {}", spec.op.as_str(), spec.path)),
+        Request::Query(spec) => ("query", format!("{} {}", spec.what, spec.args_line())),
         Request::Tcp(t) => ("tcp", t.to_string()),
     };
     tracing::info!(jti = %claims.jti, usr = %claims.usr, kind, what = %what, "toolbox stream started");
@@ -145,6 +146,10 @@ async fn serve_toolbox(
             Request::File(spec) => format!(
                 "{:?}",
                 crate::files::serve(&mut stream, spec, &allow.toolbox().file_roots).await
+            ),
+            Request::Query(spec) => format!(
+                "{:?}",
+                crate::query::serve(&mut stream, spec, &allow.toolbox().file_roots).await
             ),
             Request::Tcp(_) => "not a toolbox stream".to_owned(),
         }

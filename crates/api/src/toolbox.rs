@@ -20,6 +20,9 @@ pub mod kinds {
     pub const SHELL: &str = "shell";
     /// Copy one file to or from the device: target is a [`super::FileSpec`].
     pub const FILE: &str = "file";
+    /// One typed diagnostic answered as a JSON document: target is a
+    /// [`super::QuerySpec`].
+    pub const QUERY: &str = "query";
 }
 
 /// Largest payload of one toolbox frame.
@@ -162,6 +165,270 @@ impl FileSpec {
     }
 }
 
+/// What `query` answers (`techsupport` streams a tar.gz of all the other answers
+/// instead of one JSON document). `what` names the query; the other fields are its arguments,
+/// each allowed only for the queries that use it (see [`QuerySpec::validate`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    pub what: String,
+    /// The query's operand: a host (`dns`, `ping`, `traceroute`), `HOST:PORT` (`tcp`),
+    /// a URL (`http`) or an absolute path (`ls`, `cat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// `ping`: echo requests, 1 to [`MAX_PING_COUNT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// `processes`: how many, 1 to [`MAX_QUERY_LINES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<u32>,
+    /// `processes`: `cpu` (default) or `rss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
+    /// `logs`: a regular expression lines must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// `logs`: how far back, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_secs: Option<u64>,
+    /// `logs`, `dmesg`: at most this many lines (the newest), 1 to [`MAX_QUERY_LINES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u32>,
+}
+
+/// Every query `query` streams answer.
+pub const QUERIES: &[&str] = &[
+    "system",
+    "processes",
+    "interfaces",
+    "routes",
+    "arp",
+    "sockets",
+    "disk",
+    "dns",
+    "ping",
+    "traceroute",
+    "tcp",
+    "http",
+    "ls",
+    "cat",
+    "logs",
+    "dmesg",
+    "reboot-history",
+    "techsupport",
+];
+/// Most echo requests of one `ping` query.
+pub const MAX_PING_COUNT: u32 = 10;
+/// Most lines (`logs`, `dmesg`) or processes of one query.
+pub const MAX_QUERY_LINES: u32 = 10_000;
+/// Longest `logs` pattern.
+pub const MAX_PATTERN_LEN: usize = 256;
+/// Furthest back `logs` looks: 30 days.
+pub const MAX_SINCE_SECS: u64 = 30 * 24 * 3600;
+
+impl QuerySpec {
+    /// Checks the query name and that every argument is present when needed, absent
+    /// when meaningless, and well-formed (host names, ports, counts, paths, URLs).
+    pub fn validate(&self) -> Result<(), String> {
+        let what = self.what.as_str();
+        if !QUERIES.contains(&what) {
+            return Err(format!(
+                "unknown query {:?}; known: {}",
+                self.what.chars().take(64).collect::<String>(),
+                QUERIES.join(", ")
+            ));
+        }
+        let needs_arg = matches!(
+            what,
+            "dns" | "ping" | "traceroute" | "tcp" | "http" | "ls" | "cat"
+        );
+        match (&self.arg, needs_arg) {
+            (None, true) => return Err(format!("query {what} needs an argument")),
+            (Some(_), false) => return Err(format!("query {what} takes no argument")),
+            _ => {}
+        }
+        let only = |field: &str, set: bool, allowed: &[&str]| -> Result<(), String> {
+            if set && !allowed.contains(&what) {
+                return Err(format!("--{field} does not apply to query {what}"));
+            }
+            Ok(())
+        };
+        only("count", self.count.is_some(), &["ping"])?;
+        only("top", self.top.is_some(), &["processes"])?;
+        only("sort", self.sort.is_some(), &["processes"])?;
+        only("pattern", self.pattern.is_some(), &["logs"])?;
+        only("since", self.since_secs.is_some(), &["logs"])?;
+        only("lines", self.lines.is_some(), &["logs", "dmesg"])?;
+        if let Some(c) = self.count {
+            if !(1..=MAX_PING_COUNT).contains(&c) {
+                return Err(format!(
+                    "--count {c} is out of range; use 1 to {MAX_PING_COUNT}"
+                ));
+            }
+        }
+        for (name, v) in [("top", self.top), ("lines", self.lines)] {
+            if let Some(n) = v {
+                if !(1..=MAX_QUERY_LINES).contains(&n) {
+                    return Err(format!(
+                        "--{name} {n} is out of range; use 1 to {MAX_QUERY_LINES}"
+                    ));
+                }
+            }
+        }
+        if let Some(s) = &self.sort {
+            if s != "cpu" && s != "rss" {
+                return Err(format!("--sort must be cpu or rss, not {:?}", short(s)));
+            }
+        }
+        if let Some(p) = &self.pattern {
+            if p.is_empty() || p.len() > MAX_PATTERN_LEN || p.contains('\0') {
+                return Err(format!(
+                    "--pattern must be 1 to {MAX_PATTERN_LEN} bytes without NUL"
+                ));
+            }
+        }
+        if let Some(s) = self.since_secs {
+            if s == 0 || s > MAX_SINCE_SECS {
+                return Err(format!("--since is out of range; use 1s to 30d (got {s}s)"));
+            }
+        }
+        if let Some(arg) = &self.arg {
+            match what {
+                "dns" | "ping" | "traceroute" => {
+                    validate_host(arg)?;
+                }
+                "tcp" => {
+                    split_host_port(arg)?;
+                }
+                "http" => {
+                    parse_http_url(arg)?;
+                }
+                _ => {
+                    // ls, cat: the agent confines the path to its file roots.
+                    FileSpec {
+                        op: FileOp::Get,
+                        path: arg.clone(),
+                        offset: 0,
+                        size: 0,
+                        resume: false,
+                    }
+                    .validate()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The arguments as one line, for audit and logs.
+    pub fn args_line(&self) -> String {
+        let mut parts: Vec<String> = self.arg.iter().cloned().collect();
+        if let Some(c) = self.count {
+            parts.push(format!("--count {c}"));
+        }
+        if let Some(t) = self.top {
+            parts.push(format!("--top {t}"));
+        }
+        if let Some(s) = &self.sort {
+            parts.push(format!("--sort {s}"));
+        }
+        if let Some(p) = &self.pattern {
+            parts.push(format!("--pattern {p}"));
+        }
+        if let Some(s) = self.since_secs {
+            parts.push(format!("--since {s}s"));
+        }
+        if let Some(l) = self.lines {
+            parts.push(format!("--lines {l}"));
+        }
+        parts.join(" ")
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// A host name (letters, digits, `-`, `.`; at most 253 bytes, labels at most 63 and
+/// not starting with `-`) or an IP address, brackets allowed around IPv6. Returns it
+/// without brackets.
+pub fn validate_host(host: &str) -> Result<&str, String> {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(h);
+    }
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').enumerate().all(|(i, label)| {
+            (!label.is_empty() || (i > 0 && h.ends_with('.')))
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(h)
+    } else {
+        Err(format!(
+            "{:?} is not a valid host name or IP address",
+            short(host)
+        ))
+    }
+}
+
+/// `HOST:PORT` (IPv6 in brackets), port 1 to 65535.
+pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{:?} is not HOST:PORT", short(s)))?;
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(format!("{:?} has an invalid port (1 to 65535)", short(s))),
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!("{:?}: put IPv6 addresses in brackets", short(s)));
+    }
+    Ok((validate_host(host)?, port))
+}
+
+/// A URL `http://` or `https://` `HOST[:PORT][/PATH]`: scheme, host, port, path.
+pub fn parse_http_url(url: &str) -> Result<(&str, &str, u16, &str), String> {
+    if url.len() > 2048 || url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("the URL is longer than 2048 bytes or has spaces or control characters".into());
+    }
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{:?} is not an http:// or https:// URL", short(url)))?;
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(format!("scheme {:?} is not http or https", short(scheme))),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.contains('@') {
+        return Err("URLs with user information are refused".into());
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("invalid port in {:?}", short(url)))?,
+        ),
+        _ => (authority, default_port),
+    };
+    let host = validate_host(host)?;
+    let path = if path.starts_with('?') { "/" } else { path };
+    Ok((scheme, host, port, path))
+}
+
 /// Parses and validates the JSON spec of a toolbox target.
 pub fn parse_exec(target: &str) -> Result<ExecSpec, String> {
     let spec: ExecSpec =
@@ -182,6 +449,14 @@ pub fn parse_shell(target: &str) -> Result<ShellSpec, String> {
 pub fn parse_file(target: &str) -> Result<FileSpec, String> {
     let spec: FileSpec =
         serde_json::from_str(target).map_err(|e| format!("invalid file spec: {e}"))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// See [`parse_exec`].
+pub fn parse_query(target: &str) -> Result<QuerySpec, String> {
+    let spec: QuerySpec =
+        serde_json::from_str(target).map_err(|e| format!("invalid query spec: {e}"))?;
     spec.validate()?;
     Ok(spec)
 }
@@ -594,6 +869,38 @@ mod tests {
         assert!(parse_file(r#"{"op":"get","path":"srv/a"}"#).is_err());
         assert!(parse_file(r#"{"op":"put","path":"/srv/../etc/passwd"}"#).is_err());
         assert!(parse_file(r#"{"op":"move","path":"/srv/a"}"#).is_err());
+    }
+
+    #[test]
+    fn query_specs_are_validated() {
+        let q = |s: &str| parse_query(s);
+        assert!(q(r#"{"what":"system"}"#).is_ok());
+        assert!(q(r#"{"what":"rm -rf"}"#).is_err());
+        assert!(q(r#"{"what":"system","arg":"x"}"#).is_err());
+        assert!(q(r#"{"what":"dns"}"#).is_err());
+        assert!(q(r#"{"what":"dns","arg":"localhost"}"#).is_ok());
+        assert!(q(r#"{"what":"dns","arg":"-oProxyCommand=x"}"#).is_err());
+        assert!(q(r#"{"what":"ping","arg":"a;b"}"#).is_err());
+        assert!(q(r#"{"what":"ping","arg":"127.0.0.1","count":3}"#).is_ok());
+        assert!(q(r#"{"what":"ping","arg":"127.0.0.1","count":0}"#).is_err());
+        assert!(q(r#"{"what":"ping","arg":"127.0.0.1","count":11}"#).is_err());
+        assert!(q(r#"{"what":"tcp","arg":"127.0.0.1:22"}"#).is_ok());
+        assert!(q(r#"{"what":"tcp","arg":"[::1]:22"}"#).is_ok());
+        assert!(q(r#"{"what":"tcp","arg":"127.0.0.1:0"}"#).is_err());
+        assert!(q(r#"{"what":"tcp","arg":"::1:22"}"#).is_err());
+        assert!(q(r#"{"what":"http","arg":"http://127.0.0.1:8080/x?y"}"#).is_ok());
+        assert!(q(r#"{"what":"http","arg":"file:///etc/passwd"}"#).is_err());
+        assert!(q(r#"{"what":"http","arg":"http://u:p@h/"}"#).is_err());
+        assert!(q(r#"{"what":"http","arg":"http://h/a b"}"#).is_err());
+        assert!(q(r#"{"what":"cat","arg":"/srv/../etc/passwd"}"#).is_err());
+        assert!(q(r#"{"what":"logs","pattern":"err(or)?","lines":10,"since_secs":3600}"#).is_ok());
+        assert!(q(r#"{"what":"logs","lines":0}"#).is_err());
+        assert!(q(r#"{"what":"system","lines":5}"#).is_err());
+        assert!(q(r#"{"what":"processes","sort":"mem"}"#).is_err());
+        assert_eq!(
+            parse_http_url("http://[::1]:81/p").unwrap(),
+            ("http", "::1", 81, "/p")
+        );
     }
 
     proptest! {

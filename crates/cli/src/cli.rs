@@ -73,8 +73,25 @@ pub enum Command {
     /// come back separately, and adit exits with the command's exit code. The node's
     /// agent must allow it (`adit-agent run --allow-exec`).
     ///
-    /// Example: `adit exec kiosk-7 -- uname -a`
+    /// Example: `adit exec kiosk-7 -- uname -a`, or on every online node with the label
+    /// site=lab: `adit exec --selector site=lab -- uptime`
     Exec(ExecArgs),
+    /// Typed diagnostics from a node as JSON (a table by default, `--output json` for
+    /// the JSON): system, processes, interfaces, routes, arp, sockets, disk, dns HOST,
+    /// ping HOST, traceroute HOST, tcp HOST:PORT, http URL, ls PATH, cat PATH, logs,
+    /// dmesg, reboot-history; `techsupport > bundle.tar.gz` for all of them as JSON
+    /// files in a tar.gz. Allowed by default on agents (`--deny-query` turns it off);
+    /// ls and cat only inside the agent's file roots.
+    ///
+    /// Example: `adit query kiosk-7 processes --sort rss --top 10`, `adit query kiosk-7
+    /// tcp 10.0.0.5:502`, `adit query --selector site=lab system --output json`
+    Query(QueryArgs),
+    /// Map local ports to HOST:PORT targets as seen from a node, over one tunnel
+    /// (Edge-View style); prints one `127.0.0.1:LPORT -> NODE HOST:PORT` line per mapping.
+    ///
+    /// Example: `adit tcp kiosk-7 127.0.0.1:22/10.0.0.5:502`, or `adit tcp kiosk-7
+    /// 8080=127.0.0.1:80` to choose the local port.
+    Tcp(TcpArgs),
     /// An interactive login shell on a node in a real PTY (no sshd needed); exits with
     /// the shell's status. The node's agent must allow it (`--allow-shell`).
     ///
@@ -265,9 +282,16 @@ pub struct ProxyStdioArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Node name or id.
-    #[arg(value_parser = parse_node)]
-    pub node: String,
+    /// Node name or id (omitted with --selector).
+    #[arg(value_name = "NODE")]
+    pub node: Option<String>,
+    /// Run on every online node whose labels match `KEY=VALUE[,KEY=VALUE]` instead of
+    /// one node; prints each node's output prefixed by its name and a summary.
+    #[arg(long, value_parser = parse_selector, value_name = "KEY=VALUE,...")]
+    pub selector: Option<adit_api::Labels>,
+    /// With --selector: how many nodes run at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
     /// Working directory on the node.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
@@ -277,12 +301,53 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`); no shell is involved unless you
     /// name one, e.g. `-- sh -c 'ls | wc -l'`.
     #[arg(
-        required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// `NODE WHAT [ARG]`, or `WHAT [ARG]` with --selector.
+    #[arg(required = true, num_args = 1..=3, value_name = "NODE WHAT [ARG]")]
+    pub words: Vec<String>,
+    /// Query every online node whose labels match `KEY=VALUE[,KEY=VALUE]`.
+    #[arg(long, value_parser = parse_selector, value_name = "KEY=VALUE,...")]
+    pub selector: Option<adit_api::Labels>,
+    /// With --selector: how many nodes run at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// ping: echo requests (1 to 10, default 3).
+    #[arg(long)]
+    pub count: Option<u32>,
+    /// processes: how many (default 20).
+    #[arg(long)]
+    pub top: Option<u32>,
+    /// processes: order by `cpu` (default) or `rss`.
+    #[arg(long, value_parser = ["cpu", "rss"])]
+    pub sort: Option<String>,
+    /// logs: only lines matching this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub pattern: Option<String>,
+    /// logs: only entries this recent (e.g. 30m, 2h, 1d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// logs, dmesg: at most this many (the newest) lines.
+    #[arg(long)]
+    pub lines: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TcpArgs {
+    /// Node name or id.
+    #[arg(value_parser = parse_node)]
+    pub node: String,
+    /// `HOST:PORT[/HOST:PORT...]` as seen from the node; `LPORT=HOST:PORT` picks the
+    /// local port (else a free one). Several arguments are allowed too.
+    #[arg(required = true, value_name = "[LPORT=]HOST:PORT[/...]")]
+    pub mappings: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -680,6 +745,18 @@ pub fn parse_role_spec(s: &str) -> Result<RoleSpec, String> {
 /// Parses a duration such as `30m`, `1h`, `2d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; use a duration such as 30m, 1h or 2d"))
+}
+
+/// Parses a label selector `KEY=VALUE[,KEY=VALUE...]`.
+pub fn parse_selector(s: &str) -> Result<adit_api::Labels, String> {
+    let mut labels = adit_api::Labels::new();
+    for pair in s.split(',') {
+        let (k, v) = parse_label(pair)?;
+        if labels.insert(k.clone(), v).is_some() {
+            return Err(format!("label `{k}` appears twice in `{s}`"));
+        }
+    }
+    Ok(labels)
 }
 
 /// Parses `KEY=VALUE`.

@@ -474,3 +474,107 @@ pub fn sha256_streamed(path: &Path) -> String {
         hasher.update(&buf[..n]);
     }
 }
+
+/// Enrols every `(name, labels)` node (state in `dir/name`) with its own join token,
+/// enrolments running concurrently, then runs all their agents with `run_args`;
+/// returns once every one is online. Agents are returned in the order given.
+pub fn start_fleet(
+    home: &Path,
+    server: &Server,
+    dir: &Path,
+    nodes: &[(String, Vec<(String, String)>)],
+    run_args: &[&str],
+) -> Vec<Proc> {
+    let mut enrolments = Vec::new();
+    for (name, labels) in nodes {
+        let mut args = vec!["tokens", "create", "--ttl", "10m"];
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for p in &pairs {
+            args.extend(["--label", p.as_str()]);
+        }
+        let join = ok(adit(home, &args), "join token");
+        let child = enroll_command(&server.url, join.trim(), name, &dir.join(name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run adit-agent enroll");
+        enrolments.push((name.clone(), child));
+    }
+    for (name, child) in enrolments {
+        let out = child.wait_with_output().expect("adit-agent enroll");
+        assert!(
+            out.status.success(),
+            "enrolment of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agents: Vec<Proc> = nodes
+        .iter()
+        .map(|(name, _)| {
+            let mut cmd = Command::new(bin("adit-agent"));
+            cmd.args(["run", "--state-dir"])
+                .arg(dir.join(name))
+                .args(run_args)
+                .env("ADIT_LOG", "warn");
+            Proc::spawn(cmd).expect("start adit-agent")
+        })
+        .collect();
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let online = wait_for(Duration::from_secs(60), || {
+        let statuses = node_statuses(home);
+        names
+            .iter()
+            .all(|n| statuses.get(*n).map(String::as_str) == Some("online"))
+            .then_some(())
+    });
+    assert!(
+        online.is_some(),
+        "not every node came online: {:?}",
+        node_statuses(home)
+    );
+    agents
+}
+
+/// Every node's status by name, from one `adit nodes ls`.
+pub fn node_statuses(home: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = adit(home, &["nodes", "ls", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["name"].as_str()?.to_owned(),
+                n["status"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// A one-shot-per-connection HTTP/1.1 server on loopback answering every request
+/// `200 OK` with `body`; returns its port.
+pub fn http_server(body: &'static str) -> u16 {
+    use std::io::Read as _;
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an http server");
+    let port = l.local_addr().expect("http server address").port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Test: adit\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}

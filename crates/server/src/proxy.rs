@@ -274,6 +274,10 @@ fn route(
             Ok(spec) => json!({ "op": spec.op.as_str(), "path": spec.path }),
             Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
         },
+        kinds::QUERY => match adit_api::toolbox::parse_query(target) {
+            Ok(spec) => json!({ "query": spec.what, "args": spec.args_line() }),
+            Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
+        },
         other => {
             return Err((
                 refuse(
@@ -355,7 +359,7 @@ fn route(
         ));
     }
     if let Caller::User(principal) = &caller {
-        // exec, shell and file need the same Connect permission as tcp for now; per-kind
+        // exec, shell, file and query need the same Connect permission as tcp for now; per-kind
         // policy flags (device/app/external access, actions, file roots) come next
         // (issue 5). The agent still refuses kinds it was not started with.
         if !crate::authz::can_connect(principal, &node) {
@@ -605,6 +609,9 @@ where
             detail[k] = v;
         }
     }
+    if stream.kind == kinds::TCP {
+        detail["access"] = json!(access_of(r.target));
+    }
     if let Some(code) = scanner.as_ref().and_then(|s| s.exit_code()) {
         detail["exit_code"] = json!(code);
     }
@@ -638,6 +645,22 @@ where
     match error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// `device` when a TCP target is the device itself (loopback), else `external`: an
+/// app on the device's network or beyond (issue 5's "app or external access").
+fn access_of(target: &str) -> &'static str {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        "device"
+    } else {
+        "external"
     }
 }
 
@@ -702,5 +725,21 @@ where
         w.write_all(&buf[..n]).await?;
         w.flush().await?;
         *total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access_of;
+
+    #[test]
+    fn loopback_targets_are_device_access() {
+        assert_eq!(access_of("127.0.0.1:22"), "device");
+        assert_eq!(access_of("127.1.2.3:22"), "device");
+        assert_eq!(access_of("localhost:80"), "device");
+        assert_eq!(access_of("[::1]:80"), "device");
+        assert_eq!(access_of("192.168.1.10:80"), "external");
+        assert_eq!(access_of("printer.lan:631"), "external");
+        assert_eq!(access_of("[fd00::2]:80"), "external");
     }
 }

@@ -5,13 +5,16 @@ mod api_tokens;
 mod audit;
 mod cp;
 mod exec;
+mod fanout;
 mod forward;
 mod inspect;
 mod nodes;
+mod query;
 mod roles;
 mod session;
 mod shell;
 pub mod ssh;
+mod tcp;
 mod tenants;
 mod tokens;
 mod users;
@@ -46,6 +49,8 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Forward(args) => forward::forward(&ctx, args).await,
         Command::ProxyStdio(args) => forward::proxy_stdio(&ctx, args).await,
         Command::Exec(args) => exec::exec(&ctx, args).await,
+        Command::Query(args) => query::query(&ctx, args).await,
+        Command::Tcp(args) => tcp::tcp(&ctx, args).await,
         Command::Shell(args) => shell::shell(&ctx, args).await,
         Command::Cp(args) => cp::cp(&ctx, args).await,
         Command::Config(ConfigCommand::Ssh) => ssh::config_ssh(&ctx),
