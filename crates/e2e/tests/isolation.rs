@@ -5,37 +5,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use adit_e2e::*;
 
 fn json(out: std::process::Output, what: &str) -> serde_json::Value {
     serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
-}
-
-fn enrol_and_run(home: &Path, server: &Server, dir: &Path, name: &str, allow: &str) -> Proc {
-    let join = ok(adit(home, &["tokens", "create", "--ttl", "10m"]), "join");
-    ok(
-        enroll_command(&server.url, join.trim(), name, dir)
-            .output()
-            .unwrap(),
-        "enroll",
-    );
-    let mut cmd = Command::new(bin("adit-agent"));
-    cmd.args(["run", "--state-dir"])
-        .arg(dir)
-        .args(["--allow", allow]);
-    let agent = Proc::spawn(cmd).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(20), || (node_status(home, name)
-            .as_deref()
-            == Some("online"))
-        .then_some(()))
-        .is_some(),
-        "{name} online: {}",
-        agent.output_so_far()
-    );
-    agent
 }
 
 #[test]
@@ -84,7 +58,13 @@ fn streams_never_cross_tenants() {
         ),
         "acme login",
     );
-    let _a = enrol_and_run(&acme, &server, &tmp.path().join("a"), "shared-name", &allow);
+    let _a = start_agent(
+        &acme,
+        &server,
+        &tmp.path().join("a"),
+        "shared-name",
+        &["--allow", &allow],
+    );
     let acme_node = json(
         adit(&acme, &["nodes", "show", "shared-name", "--output", "json"]),
         "acme node",
@@ -92,7 +72,13 @@ fn streams_never_cross_tenants() {
     let acme_id = acme_node["id"].as_str().unwrap().to_string();
 
     // The default tenant has a node of the same name.
-    let _d = enrol_and_run(&root, &server, &tmp.path().join("d"), "shared-name", &allow);
+    let _d = start_agent(
+        &root,
+        &server,
+        &tmp.path().join("d"),
+        "shared-name",
+        &["--allow", &allow],
+    );
     let own_id = json(
         adit(&root, &["nodes", "show", "shared-name", "--output", "json"]),
         "own node",

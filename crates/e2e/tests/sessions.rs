@@ -51,28 +51,13 @@ fn endpoint_session_lifecycle() {
     let home = tmp.path().join("home");
     let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
     login(&home, &server);
-    let token = ok(adit(&home, &["tokens", "create", "--ttl", "10m"]), "token");
     let sshd = Sshd::start(tmp.path()).unwrap();
-    let state = tmp.path().join("agent");
-    ok(
-        enroll_command(&server.url, token.trim(), "dev1", &state)
-            .output()
-            .unwrap(),
-        "enroll",
-    );
-    let mut cmd = Command::new(bin("adit-agent"));
-    cmd.args(["run", "--state-dir"])
-        .arg(&state)
-        .args(["--allow", &format!("127.0.0.1:{}", sshd.port)]);
-    let agent = Proc::spawn(cmd).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(20), || (node_status(&home, "dev1")
-            .as_deref()
-            == Some("online"))
-        .then_some(()))
-        .is_some(),
-        "node online: {}",
-        agent.output_so_far()
+    let agent = start_agent(
+        &home,
+        &server,
+        tmp.path(),
+        "dev1",
+        &["--allow", &format!("127.0.0.1:{}", sshd.port)],
     );
 
     // A session with an endpoint, long enough to use, short enough to watch expire.

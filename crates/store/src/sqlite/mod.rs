@@ -969,9 +969,7 @@ impl Store for SqliteStore {
         let addresses = to_json(&facts.addresses, "node addresses")?;
         exec_one(
             &self.lock(),
-            "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4, addresses = ?5,
-                              tunnel_mode = ?6
-             WHERE id = ?1",
+            SET_NODE_FACTS,
             params![
                 node_id,
                 facts.agent_version,
@@ -993,7 +991,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         exec_one(
             &self.lock(),
-            "UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1",
+            SET_NODE_STATUS,
             params![node_id, status.as_str(), now],
             || format!("node {node_id}"),
             "setting node status",
@@ -1015,28 +1013,24 @@ impl Store for SqliteStore {
                     status,
                     at,
                 } => {
-                    tx.prepare_cached("UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1")
+                    tx.prepare_cached(SET_NODE_STATUS)
                         .and_then(|mut st| st.execute(params![node_id, status.as_str(), at]))
                         .map_err(backend("setting node status"))?;
                 }
                 PresenceUpdate::Facts { node_id, facts } => {
                     let addresses = to_json(&facts.addresses, "node addresses")?;
-                    tx.prepare_cached(
-                        "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4,
-                                          addresses = ?5, tunnel_mode = ?6
-                         WHERE id = ?1",
-                    )
-                    .and_then(|mut st| {
-                        st.execute(params![
-                            node_id,
-                            facts.agent_version,
-                            facts.os,
-                            facts.hostname,
-                            addresses,
-                            facts.tunnel_mode
-                        ])
-                    })
-                    .map_err(backend("updating node facts"))?;
+                    tx.prepare_cached(SET_NODE_FACTS)
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                node_id,
+                                facts.agent_version,
+                                facts.os,
+                                facts.hostname,
+                                addresses,
+                                facts.tunnel_mode
+                            ])
+                        })
+                        .map_err(backend("updating node facts"))?;
                 }
             }
         }
@@ -1497,6 +1491,12 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 }
+
+/// One node's status and `last_seen` (`?1` id, `?2` status, `?3` time).
+const SET_NODE_STATUS: &str = "UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1";
+/// One node's reported facts (`?1` id, then version, os, hostname, addresses, mode).
+const SET_NODE_FACTS: &str = "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4, \
+                              addresses = ?5, tunnel_mode = ?6 WHERE id = ?1";
 
 const ISSUED_COLS: &str = "id, tenant_id, kind, subject, name, created_by, created_at, \
                            expires_at, instances, revoked_at";
