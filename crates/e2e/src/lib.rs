@@ -578,3 +578,15 @@ pub fn http_server(body: &'static str) -> u16 {
     });
     port
 }
+
+/// The value of an unlabelled gauge or counter on the server's `/metrics`.
+pub fn metric(server: &Server, name: &str) -> Option<u64> {
+    let out = Command::new("curl")
+        .args(["-sk", &format!("{}/metrics", server.url)])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -212,18 +212,6 @@ fn full_disk_gives_a_clear_error_and_recovers() {
     drop(server);
 }
 
-/// `/metrics` of the server, one gauge.
-fn gauge(server: &Server, name: &str) -> Option<u64> {
-    let out = Command::new("curl")
-        .args(["-sk", &format!("{}/metrics", server.url)])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn agent_kill9_mid_stream_orphans_nothing() {
     use std::io::{Read, Write};
@@ -268,7 +256,7 @@ fn agent_kill9_mid_stream_orphans_nothing() {
         Some(v)
     })
     .expect("streams before the kill");
-    assert_eq!(gauge(&server, "adit_streams_active"), Some(4));
+    assert_eq!(metric(&server, "adit_streams_active"), Some(4));
 
     // SIGKILL the agent mid-stream: every live connection ends (no hang).
     agent.kill();
@@ -283,16 +271,16 @@ fn agent_kill9_mid_stream_orphans_nothing() {
     }
     // The server holds nothing for them: no stream, no tunnel; the node is offline.
     assert!(
-        wait_for(Duration::from_secs(10), || (gauge(
+        wait_for(Duration::from_secs(10), || (metric(
             &server,
             "adit_streams_active"
         ) == Some(0)
-            && gauge(&server, "adit_tunnels_active") == Some(0))
+            && metric(&server, "adit_tunnels_active") == Some(0))
         .then_some(()))
         .is_some(),
         "streams {:?}, tunnels {:?} after the agent died",
-        gauge(&server, "adit_streams_active"),
-        gauge(&server, "adit_tunnels_active")
+        metric(&server, "adit_streams_active"),
+        metric(&server, "adit_tunnels_active")
     );
     assert!(
         wait_for(Duration::from_secs(10), || (node_status(&home, "dev1")

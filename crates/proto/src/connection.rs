@@ -203,6 +203,9 @@ impl Stream {
     }
 }
 
+/// The RESET reason a writer sees when the reading side dropped its stream.
+const READER_GONE: &str = "the reader closed the stream";
+
 // === connection state ===
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +252,9 @@ pub struct Connection {
     conn_granted: u64,
     conn_window: u64,
     conn_window_epoch: Option<Instant>,
+    /// How far the receive windows of the streams in `streams` grew beyond
+    /// the initial window, together: bounds what paused readers can park.
+    window_growth: u64,
 
     local_goaway: bool,
     peer_goaway: bool,
@@ -300,6 +306,7 @@ impl Connection {
             conn_granted: window,
             conn_window: window,
             conn_window_epoch: None,
+            window_growth: 0,
             local_goaway: false,
             peer_goaway: false,
             last_recv: now,
@@ -593,7 +600,18 @@ impl Connection {
         s.recv.received += len;
         if s.recv.detached {
             s.recv.consumed += len;
+            // Like TCP data arriving for a closed socket: once our side's data
+            // and FIN are out, the writer learns that nobody reads (a RESET
+            // after our FIN loses none of what we sent). Until then it gets
+            // credit for what we discard, so it never waits for a reader
+            // that is gone.
+            let reset = s.send.state == SendState::Finished;
             self.discard(len);
+            if reset {
+                self.reset(id, reset_code::CANCEL, READER_GONE);
+            } else {
+                self.maybe_stream_credit(id);
+            }
             return Ok(());
         }
         if len > 0 {
@@ -1027,8 +1045,17 @@ impl Connection {
         s.recv.queue.clear();
         s.recv.buffered = 0;
         s.recv.consumed = s.recv.received;
+        // Closing with unread data while the peer is still sending: tell it at
+        // once (after our FIN), as TCP does, rather than at its next DATA.
+        let reset =
+            discarded > 0 && s.recv.state == RecvState::Open && s.send.state == SendState::Finished;
         if discarded > 0 {
             self.discard(discarded);
+        }
+        if reset {
+            self.reset(id, reset_code::CANCEL, READER_GONE);
+        } else {
+            self.maybe_stream_credit(id);
         }
         self.maybe_remove(id);
     }
@@ -1101,7 +1128,19 @@ impl Connection {
         if r.state != RecvState::Open || r.granted - r.consumed >= r.window / 2 {
             return;
         }
-        r.window = grow_window(r.window, max_window, &mut r.window_epoch, now, min_rtt);
+        // A stream whose reader pauses can park up to its window of unread
+        // data. Growth stops while the streams' growth together would pass
+        // half the largest connection window, so paused streams never hold
+        // the whole of it and the others keep moving.
+        let grown = grow_window(r.window, max_window, &mut r.window_epoch, now, min_rtt);
+        let budget = self.config.max_connection_window / 2;
+        let mut conn_floor = None;
+        if grown > r.window && self.window_growth + (grown - r.window) <= budget {
+            self.window_growth += grown - r.window;
+            r.window = grown;
+            // The connection window keeps room beyond what grown streams can park.
+            conn_floor = Some((2 * self.window_growth).min(self.config.max_connection_window));
+        }
         r.granted = r.consumed + r.window;
         self.control.push_back(Frame::Credit {
             stream: id,
@@ -1111,6 +1150,14 @@ impl Connection {
             stream: id,
             offset: r.received,
         });
+        if let Some(floor) = conn_floor.filter(|f| *f > self.conn_window) {
+            self.conn_window = floor;
+            self.conn_granted = self.conn_granted.max(self.conn_consumed + floor);
+            self.control.push_back(Frame::Credit {
+                stream: 0,
+                max_offset: self.conn_granted,
+            });
+        }
     }
 
     fn maybe_conn_credit(&mut self) {
@@ -1139,6 +1186,7 @@ impl Connection {
             return;
         }
         if let Some(s) = self.streams.remove(&id) {
+            self.window_growth -= s.recv.window - u64::from(self.config.initial_stream_window);
             if s.local {
                 self.local_active -= 1;
             } else {
