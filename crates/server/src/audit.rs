@@ -82,7 +82,9 @@ pub fn record_in_session(
     append(state, e);
 }
 
-fn event(
+/// An audit event stamped now, for callers that write it themselves (in a transaction
+/// with the change it records).
+pub fn event(
     tenant_id: &str,
     actor: &str,
     source: Option<SocketAddr>,

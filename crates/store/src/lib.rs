@@ -19,9 +19,9 @@ pub mod testsuite;
 
 pub use error::{ConsumeError, StoreError};
 pub use model::{
-    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
-    NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind, User, AUDIT_LIMIT_MAX,
-    DEFAULT_TUNNEL_MODE, ROLES,
+    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis,
+    NewEnrollment, Node, NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind,
+    User, AUDIT_LIMIT_MAX, DEFAULT_TUNNEL_MODE, ROLES,
 };
 pub use model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,

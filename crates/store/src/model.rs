@@ -213,6 +213,24 @@ pub struct CertificateRecord {
     pub revoked_at: Option<Millis>,
 }
 
+/// Everything an enrolment writes, for [`Store::enroll_node`](crate::Store::enroll_node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEnrollment {
+    /// The join token to take a use of.
+    pub token_id: String,
+    pub now: Millis,
+    /// The new node's id (chosen by the caller: its certificate names it).
+    pub node_id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub labels: Labels,
+    pub facts: NodeFacts,
+    /// The node's first certificate (same tenant and node id).
+    pub cert: CertificateRecord,
+    /// The `node.enroll` audit event (same tenant; its `node_id` is set to the new node).
+    pub audit: AuditEvent,
+}
+
 /// One audit record. Audit is append-only: the store has no method that changes or removes
 /// one, and the schema refuses it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,8 +2,9 @@
 
 use crate::error::{ConsumeError, StoreError};
 use crate::model::{
-    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
-    NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind, User,
+    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis,
+    NewEnrollment, Node, NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind,
+    User,
 };
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
@@ -107,6 +108,13 @@ pub trait Store: Send + Sync + 'static {
     /// the increment. Concurrent callers can never together exceed `uses_allowed`.
     /// The caller verifies the secret against `secret_hash` before calling this.
     fn consume_join_token(&self, id: &str, now: Millis) -> Result<JoinTokenRecord, ConsumeError>;
+    /// **Crosses tenants.** Enrols a node in one transaction: takes a use of the join token
+    /// (as [`Store::consume_join_token`]), creates the node (as [`Store::create_node`], with
+    /// the given id), records its first certificate and sets the node's certificate and
+    /// facts, and appends the audit event. A crash at any point leaves all of it or none.
+    /// [`ConsumeError::Store`] with [`StoreError::Conflict`] if the name is taken; the token
+    /// use is not taken then.
+    fn enroll_node(&self, e: &NewEnrollment) -> Result<(JoinTokenRecord, Node), ConsumeError>;
 
     // === nodes ===
 

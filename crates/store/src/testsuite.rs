@@ -12,8 +12,8 @@ use std::sync::{Arc, Barrier};
 
 use crate::{
     AuditEvent, AuditFilter, CertificateRecord, ConsumeError, IssuedToken, JoinTokenRecord, Labels,
-    NewRemoteAccess, Node, NodeFacts, NodeStatus, PresenceUpdate, RemoteAccess, RemoteAccessFilter,
-    RemoteAccessState, StatusIndicator, Store, StoreError, TokenKind,
+    NewEnrollment, NewRemoteAccess, Node, NodeFacts, NodeStatus, PresenceUpdate, RemoteAccess,
+    RemoteAccessFilter, RemoteAccessState, StatusIndicator, Store, StoreError, TokenKind,
 };
 
 /// A named conformance case.
@@ -27,6 +27,10 @@ pub const CASES: &[Case] = &[
     ("join_tokens_round_trip", join_tokens_round_trip),
     ("consume_join_token_rules", consume_join_token_rules),
     ("consume_join_token_race", consume_join_token_race),
+    (
+        "enroll_node_is_all_or_nothing",
+        enroll_node_is_all_or_nothing,
+    ),
     ("nodes_round_trip", nodes_round_trip),
     ("certificates_round_trip", certificates_round_trip),
     ("audit_round_trip_and_filters", audit_round_trip_and_filters),
@@ -269,6 +273,94 @@ pub fn join_tokens_round_trip(store: Arc<dyn Store>) {
         "a second revocation keeps the first time"
     );
     assert!(!store.revoke_join_token(&t.id, "tok-x", 7_000).unwrap());
+}
+
+fn enrollment(tenant_id: &str, token_id: &str, node_id: &str, name: &str) -> NewEnrollment {
+    NewEnrollment {
+        token_id: token_id.to_owned(),
+        now: 3_000,
+        node_id: node_id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        name: name.to_owned(),
+        labels: labels(&[("site", "lab")]),
+        facts: NodeFacts {
+            agent_version: Some("1.2.3".to_owned()),
+            os: Some("linux".to_owned()),
+            hostname: Some(name.to_owned()),
+            addresses: vec!["192.0.2.10".to_owned()],
+            tunnel_mode: "persistent".to_owned(),
+        },
+        cert: CertificateRecord {
+            serial: format!("serial-{node_id}"),
+            tenant_id: tenant_id.to_owned(),
+            node_id: node_id.to_owned(),
+            issued_at: 3_000,
+            not_after: 90_000,
+            revoked_at: None,
+        },
+        audit: event(tenant_id, 3_000, "join-token:t", "node.enroll", None),
+    }
+}
+
+/// Enrolment writes the token use, the node, its certificate, its facts and the audit
+/// event together, or nothing at all.
+pub fn enroll_node_is_all_or_nothing(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    store
+        .create_join_token(&token(&t.id, "one", 10_000, Some(1)))
+        .unwrap();
+    store
+        .create_join_token(&token(&t.id, "many", 10_000, None))
+        .unwrap();
+
+    let (tok, node) = store
+        .enroll_node(&enrollment(&t.id, "one", "n1", "edge-1"))
+        .unwrap();
+    assert_eq!(tok.uses, 1);
+    assert_eq!(node.id, "n1");
+    let stored = store.node(&t.id, "n1").unwrap().expect("node stored");
+    assert_eq!(stored, node, "the returned node is what was stored");
+    assert_eq!(stored.cert_serial.as_deref(), Some("serial-n1"));
+    assert_eq!(stored.cert_not_after, Some(90_000));
+    assert_eq!(stored.hostname.as_deref(), Some("edge-1"));
+    assert_eq!(stored.labels, labels(&[("site", "lab")]));
+    assert!(!store.is_serial_revoked("serial-n1").unwrap());
+    let audit = store.list_audit(&t.id, &AuditFilter::default()).unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "node.enroll");
+    assert_eq!(audit[0].node_id.as_deref(), Some("n1"));
+
+    // A used-up token: nothing is written.
+    let used = store.enroll_node(&enrollment(&t.id, "one", "n2", "edge-2"));
+    assert!(matches!(used, Err(ConsumeError::Exhausted)), "{used:?}");
+    // A taken name: the token's use is not taken, and nothing else is written.
+    let taken = store.enroll_node(&enrollment(&t.id, "many", "n3", "edge-1"));
+    assert!(
+        matches!(taken, Err(ConsumeError::Store(StoreError::Conflict(_)))),
+        "{taken:?}"
+    );
+    assert_eq!(store.join_token(&t.id, "many").unwrap().unwrap().uses, 0);
+    for id in ["n2", "n3"] {
+        assert!(store.node(&t.id, id).unwrap().is_none());
+        assert!(store
+            .certificate(&format!("serial-{id}"))
+            .unwrap()
+            .is_none());
+    }
+    assert_eq!(store.list_nodes(&t.id).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_audit(&t.id, &AuditFilter::default())
+            .unwrap()
+            .len(),
+        1
+    );
+    // An unknown token.
+    let unknown = store.enroll_node(&enrollment(&t.id, "nope", "n4", "edge-4"));
+    assert!(
+        matches!(unknown, Err(ConsumeError::NotFound)),
+        "{unknown:?}"
+    );
 }
 
 pub fn consume_join_token_rules(store: Arc<dyn Store>) {

@@ -1,11 +1,9 @@
 //! `POST /v1/enroll` (authenticated by a join token) and `POST /v1/renew` (authenticated
 //! by the node's current client certificate).
 
-use std::time::Duration;
-
 use adit_api::{EnrollRequest, EnrollResponse, RenewRequest};
 use adit_pki::{IssuedCert, JoinToken};
-use adit_store::{CertificateRecord, ConsumeError, Node, StoreError};
+use adit_store::{CertificateRecord, ConsumeError, NewEnrollment, Node, StoreError};
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::json;
@@ -66,10 +64,6 @@ pub(super) async fn enroll(
     validate_node_name(&req.name)?;
     validate_labels(&req.labels)?;
     let facts = store_facts(&req.facts)?;
-    state
-        .ca
-        .sign_node_csr(&req.csr_pem, "csr-check", Duration::from_secs(60))
-        .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
     let tenant_id = record.tenant_id.clone();
     if state
         .store
@@ -78,76 +72,89 @@ pub(super) async fn enroll(
     {
         return Err(name_taken(&req.name));
     }
-
+    // The certificate names the node, so the id is chosen here; the token use, the node,
+    // its certificate and the audit event are then written in one transaction (a crash
+    // leaves all or nothing: no used-up token without a node, no node without a cert).
+    let node_id = uuid::Uuid::new_v4().to_string();
+    let issued = state
+        .ca
+        .sign_node_csr(&req.csr_pem, &node_id, state.settings.node_cert_ttl)
+        .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
     let now = adit_store::now_millis();
-    let record = state
-        .store
-        .consume_join_token(&token.id, now)
-        .map_err(|e| {
-            let (reason, failure) = match e {
-                ConsumeError::NotFound => ("not found", invalid_token()),
-                ConsumeError::Expired => (
-                    "expired",
-                    ApiFailure::unauthenticated("join token expired; ask an admin for a new one"),
-                ),
-                ConsumeError::Exhausted => (
-                    "used up",
-                    ApiFailure::unauthenticated(
-                        "join token already used (it has no uses left); ask an admin for a new one",
-                    ),
-                ),
-                ConsumeError::Revoked => (
-                    "revoked",
-                    ApiFailure::unauthenticated("join token revoked; ask an admin for a new one"),
-                ),
-                ConsumeError::Store(e) => ("store error", ApiFailure::from(e)),
-                other => {
-                    tracing::error!(error = %other, "consuming a join token failed");
-                    (
-                        "error",
-                        ApiFailure::internal("the join token could not be checked; try again"),
-                    )
-                }
-            };
-            audit::record(
-                &state,
-                &tenant_id,
-                &format!("join-token:{}", token.id),
-                source,
-                None,
-                audit::NODE_ENROLL,
-                audit::DENIED,
-                json!({ "reason": reason, "token_id": token.id, "name": req.name }),
-            );
-            failure
-        })?;
-
-    // Token labels win over requested ones: the admin decided them.
+    let not_after = unix_millis(issued.not_after);
     let mut labels = req.labels.clone();
     labels.extend(record.labels.clone());
-    let node = match state.store.create_node(&tenant_id, &req.name, &labels) {
-        Ok(n) => n,
-        Err(StoreError::Conflict(_)) => return Err(name_taken(&req.name)),
-        Err(e) => return Err(e.into()),
+    let actor = format!("join-token:{}", token.id);
+    let enrollment = NewEnrollment {
+        token_id: token.id.clone(),
+        now,
+        node_id: node_id.clone(),
+        tenant_id: tenant_id.clone(),
+        name: req.name.clone(),
+        labels: labels.clone(),
+        facts,
+        cert: CertificateRecord {
+            serial: issued.serial.clone(),
+            tenant_id: tenant_id.clone(),
+            node_id: node_id.clone(),
+            issued_at: now,
+            not_after,
+            revoked_at: None,
+        },
+        audit: audit::event(
+            &tenant_id,
+            &actor,
+            source,
+            Some(&node_id),
+            audit::NODE_ENROLL,
+            audit::OK,
+            json!({
+                "token_id": token.id,
+                "name": req.name,
+                "labels": labels,
+                "serial": issued.serial,
+            }),
+        ),
     };
-    let issued = issue_and_record(&state, &node, &req.csr_pem)?;
-    state.store.update_node_facts(&node.id, &facts)?;
-
-    audit::record(
-        &state,
-        &tenant_id,
-        &format!("join-token:{}", token.id),
-        source,
-        Some(&node.id),
-        audit::NODE_ENROLL,
-        audit::OK,
-        json!({
-            "token_id": token.id,
-            "name": node.name,
-            "labels": node.labels,
-            "serial": issued.serial,
-        }),
-    );
+    let (_, node) = state.store.enroll_node(&enrollment).map_err(|e| {
+        let (reason, failure) = match e {
+            ConsumeError::NotFound => ("not found", invalid_token()),
+            ConsumeError::Expired => (
+                "expired",
+                ApiFailure::unauthenticated("join token expired; ask an admin for a new one"),
+            ),
+            ConsumeError::Exhausted => (
+                "used up",
+                ApiFailure::unauthenticated(
+                    "join token already used (it has no uses left); ask an admin for a new one",
+                ),
+            ),
+            ConsumeError::Revoked => (
+                "revoked",
+                ApiFailure::unauthenticated("join token revoked; ask an admin for a new one"),
+            ),
+            ConsumeError::Store(StoreError::Conflict(_)) => ("name taken", name_taken(&req.name)),
+            ConsumeError::Store(e) => ("store error", ApiFailure::from(e)),
+            other => {
+                tracing::error!(error = %other, "enrolling a node failed");
+                (
+                    "error",
+                    ApiFailure::internal("the join token could not be checked; try again"),
+                )
+            }
+        };
+        audit::record(
+            &state,
+            &tenant_id,
+            &actor,
+            source,
+            None,
+            audit::NODE_ENROLL,
+            audit::DENIED,
+            json!({ "reason": reason, "token_id": token.id, "name": req.name }),
+        );
+        failure
+    })?;
     Metrics::inc(&state.metrics.enrollments);
     Ok(Json(response(&state, &node, issued)))
 }

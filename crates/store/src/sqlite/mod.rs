@@ -16,9 +16,9 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::error::{ConsumeError, StoreError};
 use crate::model::{
-    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis, Node,
-    NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind, User,
-    DEFAULT_TUNNEL_MODE, ROLES,
+    AuditEvent, AuditFilter, CertificateRecord, IssuedToken, JoinTokenRecord, Labels, Millis,
+    NewEnrollment, Node, NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind,
+    User, DEFAULT_TUNNEL_MODE, ROLES,
 };
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
@@ -822,41 +822,57 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend("starting join token transaction"))?;
-        // One conditional UPDATE does the check and the increment, so concurrent consumers
-        // (other processes included) cannot both take the last use.
-        let consumed = query_opt(
-            &tx,
-            &format!(
-                "UPDATE join_tokens SET uses = uses + 1
-                 WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2
-                   AND (uses_allowed IS NULL OR uses < uses_allowed)
-                 RETURNING {TOKEN_COLS}"
-            ),
-            params![id, now],
-            token_row,
-            "consuming join token",
-        )?;
-        let result = match consumed {
-            Some(rec) => Ok(rec),
-            None => {
-                let current = query_opt(
-                    &tx,
-                    &format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE id = ?1"),
-                    [id],
-                    token_row,
-                    "looking up join token",
-                )?;
-                Err(match current {
-                    None => ConsumeError::NotFound,
-                    Some(t) if t.revoked_at.is_some() => ConsumeError::Revoked,
-                    Some(t) if t.expires_at <= now => ConsumeError::Expired,
-                    Some(_) => ConsumeError::Exhausted,
-                })
-            }
-        };
+        let result = consume_token(&tx, id, now)?;
         tx.commit()
             .map_err(backend("committing join token transaction"))?;
         result
+    }
+
+    fn enroll_node(&self, e: &NewEnrollment) -> Result<(JoinTokenRecord, Node), ConsumeError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting enrolment"))?;
+        let token = consume_token(&tx, &e.token_id, e.now)??;
+        let node = new_node(e.node_id.clone(), &e.tenant_id, &e.name, &e.labels);
+        insert_node(&tx, &node)?;
+        insert_certificate(&tx, &e.cert)?;
+        tx.execute(
+            "UPDATE nodes SET cert_serial = ?2, cert_not_after = ?3 WHERE id = ?1",
+            params![node.id, e.cert.serial, e.cert.not_after],
+        )
+        .map_err(backend("setting node certificate"))?;
+        let addresses = to_json(&e.facts.addresses, "node addresses")?;
+        tx.execute(
+            SET_NODE_FACTS,
+            params![
+                node.id,
+                e.facts.agent_version,
+                e.facts.os,
+                e.facts.hostname,
+                addresses,
+                e.facts.tunnel_mode
+            ],
+        )
+        .map_err(backend("updating node facts"))?;
+        let audit = AuditEvent {
+            node_id: Some(node.id.clone()),
+            ..e.audit.clone()
+        };
+        insert_audit(&tx, &audit)?;
+        tx.commit().map_err(backend("committing enrolment"))?;
+        // What was written, as `node` would read it back.
+        let node = Node {
+            cert_serial: Some(e.cert.serial.clone()),
+            cert_not_after: Some(e.cert.not_after),
+            agent_version: e.facts.agent_version.clone(),
+            os: e.facts.os.clone(),
+            hostname: e.facts.hostname.clone(),
+            addresses: e.facts.addresses.clone(),
+            tunnel_mode: e.facts.tunnel_mode.clone(),
+            ..node
+        };
+        Ok((token, node))
     }
 
     fn create_node(
@@ -865,47 +881,8 @@ impl Store for SqliteStore {
         name: &str,
         labels: &Labels,
     ) -> Result<Node, StoreError> {
-        let node = Node {
-            id: new_id(),
-            tenant_id: tenant_id.to_owned(),
-            name: name.to_owned(),
-            labels: labels.clone(),
-            status: NodeStatus::Offline,
-            last_seen: None,
-            agent_version: None,
-            os: None,
-            hostname: None,
-            addresses: Vec::new(),
-            cert_serial: None,
-            cert_not_after: None,
-            tunnel_mode: DEFAULT_TUNNEL_MODE.to_owned(),
-            revoked_at: None,
-            created_at: crate::now_millis(),
-        };
-        let labels_json = to_json(&node.labels, "node labels")?;
-        self.lock()
-            .execute(
-                "INSERT INTO nodes (id, tenant_id, name, labels, status, addresses, tunnel_mode,
-                                    created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, '[]', ?6, ?7)",
-                params![
-                    node.id,
-                    node.tenant_id,
-                    node.name,
-                    labels_json,
-                    node.status.as_str(),
-                    node.tunnel_mode,
-                    node.created_at
-                ],
-            )
-            .map_err(|e| {
-                insert_error(
-                    e,
-                    || format!("node {name:?} in tenant {tenant_id}"),
-                    || format!("tenant {tenant_id}"),
-                    "creating node",
-                )
-            })?;
+        let node = new_node(new_id(), tenant_id, name, labels);
+        insert_node(&self.lock(), &node)?;
         Ok(node)
     }
 
@@ -1090,27 +1067,7 @@ impl Store for SqliteStore {
     }
 
     fn record_certificate(&self, rec: &CertificateRecord) -> Result<(), StoreError> {
-        self.lock()
-            .execute(
-                &format!("INSERT INTO certificates ({CERT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
-                    rec.serial,
-                    rec.tenant_id,
-                    rec.node_id,
-                    rec.issued_at,
-                    rec.not_after,
-                    rec.revoked_at
-                ],
-            )
-            .map_err(|e| {
-                insert_error(
-                    e,
-                    || format!("certificate serial {}", rec.serial),
-                    || format!("node {} in tenant {}", rec.node_id, rec.tenant_id),
-                    "recording certificate",
-                )
-            })?;
-        Ok(())
+        insert_certificate(&self.lock(), rec)
     }
 
     fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
@@ -1139,26 +1096,7 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, event: &AuditEvent) -> Result<i64, StoreError> {
-        let detail = to_json(&event.detail, "audit detail")?;
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO audit_events (time, tenant_id, actor, source, node_id, session_id,
-                                       action, outcome, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                event.time,
-                event.tenant_id,
-                event.actor,
-                event.source,
-                event.node_id,
-                event.session_id,
-                event.action,
-                event.outcome,
-                detail
-            ],
-        )
-        .map_err(backend("appending audit event"))?;
-        Ok(conn.last_insert_rowid())
+        insert_audit(&self.lock(), event)
     }
 
     fn list_audit(
@@ -1493,6 +1431,138 @@ impl Store for SqliteStore {
 }
 
 /// One node's status and `last_seen` (`?1` id, `?2` status, `?3` time).
+/// Takes one use of join token `id` inside the caller's transaction. The outer error is
+/// the store's; the inner one why the token cannot be used.
+fn consume_token(
+    conn: &Connection,
+    id: &str,
+    now: Millis,
+) -> Result<Result<JoinTokenRecord, ConsumeError>, StoreError> {
+    // One conditional UPDATE does the check and the increment, so concurrent consumers
+    // (other processes included) cannot both take the last use.
+    let consumed = query_opt(
+        conn,
+        &format!(
+            "UPDATE join_tokens SET uses = uses + 1
+             WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+               AND (uses_allowed IS NULL OR uses < uses_allowed)
+             RETURNING {TOKEN_COLS}"
+        ),
+        params![id, now],
+        token_row,
+        "consuming join token",
+    )?;
+    if let Some(rec) = consumed {
+        return Ok(Ok(rec));
+    }
+    let current = query_opt(
+        conn,
+        &format!("SELECT {TOKEN_COLS} FROM join_tokens WHERE id = ?1"),
+        [id],
+        token_row,
+        "looking up join token",
+    )?;
+    Ok(Err(match current {
+        None => ConsumeError::NotFound,
+        Some(t) if t.revoked_at.is_some() => ConsumeError::Revoked,
+        Some(t) if t.expires_at <= now => ConsumeError::Expired,
+        Some(_) => ConsumeError::Exhausted,
+    }))
+}
+
+/// A new offline node with the default tunnel mode and no facts yet.
+fn new_node(id: String, tenant_id: &str, name: &str, labels: &Labels) -> Node {
+    Node {
+        id,
+        tenant_id: tenant_id.to_owned(),
+        name: name.to_owned(),
+        labels: labels.clone(),
+        status: NodeStatus::Offline,
+        last_seen: None,
+        agent_version: None,
+        os: None,
+        hostname: None,
+        addresses: Vec::new(),
+        cert_serial: None,
+        cert_not_after: None,
+        tunnel_mode: DEFAULT_TUNNEL_MODE.to_owned(),
+        revoked_at: None,
+        created_at: crate::now_millis(),
+    }
+}
+
+fn insert_node(conn: &Connection, node: &Node) -> Result<(), StoreError> {
+    let labels_json = to_json(&node.labels, "node labels")?;
+    conn.execute(
+        "INSERT INTO nodes (id, tenant_id, name, labels, status, addresses, tunnel_mode,
+                            created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, '[]', ?6, ?7)",
+        params![
+            node.id,
+            node.tenant_id,
+            node.name,
+            labels_json,
+            node.status.as_str(),
+            node.tunnel_mode,
+            node.created_at
+        ],
+    )
+    .map_err(|e| {
+        insert_error(
+            e,
+            || format!("node {:?} in tenant {}", node.name, node.tenant_id),
+            || format!("tenant {}", node.tenant_id),
+            "creating node",
+        )
+    })?;
+    Ok(())
+}
+
+fn insert_certificate(conn: &Connection, rec: &CertificateRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO certificates ({CERT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![
+            rec.serial,
+            rec.tenant_id,
+            rec.node_id,
+            rec.issued_at,
+            rec.not_after,
+            rec.revoked_at
+        ],
+    )
+    .map_err(|e| {
+        insert_error(
+            e,
+            || format!("certificate serial {}", rec.serial),
+            || format!("node {} in tenant {}", rec.node_id, rec.tenant_id),
+            "recording certificate",
+        )
+    })?;
+    Ok(())
+}
+
+fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<i64, StoreError> {
+    let detail = to_json(&event.detail, "audit detail")?;
+    conn.execute(
+        "INSERT INTO audit_events (time, tenant_id, actor, source, node_id, session_id,
+                                   action, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            event.time,
+            event.tenant_id,
+            event.actor,
+            event.source,
+            event.node_id,
+            event.session_id,
+            event.action,
+            event.outcome,
+            detail
+        ],
+    )
+    .map_err(backend("appending audit event"))?;
+    Ok(conn.last_insert_rowid())
+}
+
 const SET_NODE_STATUS: &str = "UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1";
 /// One node's reported facts (`?1` id, then version, os, hostname, addresses, mode).
 const SET_NODE_FACTS: &str = "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4, \

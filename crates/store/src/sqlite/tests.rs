@@ -67,6 +67,7 @@ conformance!(
     join_tokens_round_trip,
     consume_join_token_rules,
     consume_join_token_race,
+    enroll_node_is_all_or_nothing,
     nodes_round_trip,
     certificates_round_trip,
     audit_round_trip_and_filters,
