@@ -79,19 +79,35 @@ fn login_at(home: &Path, url: &str, pin: &str) {
     );
 }
 
-#[test]
-fn partition_heals_without_loss() {
+/// A server on the host end of a veth pair, an agent and an echo server in the test's
+/// namespace, and an `adit forward` on the host with one live connection through it.
+struct Partitioned {
+    // Dropped in this order: the forward and agent before the server, the net last.
+    forward: Proc,
+    agent: Proc,
+    _echo: Proc,
+    server: Proc,
+    home: std::path::PathBuf,
+    local: u16,
+    conn: TcpStream,
+    net: Net,
+    _tmp: TempDir,
+}
+
+/// Sets up [`Partitioned`]; `None` (after saying why) where namespaces cannot be made.
+/// `agent_config` is the agent's `agent.toml`.
+fn partitioned(tag: &str, agent_config: &str) -> Option<Partitioned> {
     let pid = std::process::id() % 100_000;
-    let ns = format!("adit-part-{pid}");
+    let ns = format!("adit-{tag}-{pid}");
     if !sh(&["ip", "netns", "add", &ns]) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must be able to create network namespaces (run as root)"
         );
         eprintln!("SKIPPED: cannot create a network namespace here (not root)");
-        return;
+        return None;
     }
-    let host_if = format!("vph{pid}");
+    let host_if = format!("v{tag}{pid}");
     let net = Net {
         ns: ns.clone(),
         host_if: host_if.clone(),
@@ -126,7 +142,7 @@ fn partition_heals_without_loss() {
     set_link(&net, true);
 
     // The server listens on the host end of the veth.
-    let tmp = TempDir::new("partition");
+    let tmp = TempDir::new(tag);
     let port = free_port();
     let url = format!("https://{host_ip}:{port}");
     let mut cmd = Command::new(bin("adit-server"));
@@ -168,7 +184,7 @@ fn partition_heals_without_loss() {
          while True:\n    \
              c,_=s.accept(); threading.Thread(target=serve,args=(c,),daemon=True).start()\n"
         ));
-    let _echo = Proc::spawn(echo).unwrap();
+    let echo = Proc::spawn(echo).unwrap();
     let join = ok(adit(&home, &["tokens", "create", "--ttl", "10m"]), "join");
     let state = tmp.path().join("agent");
     let mut enroll = Command::new("ip");
@@ -187,10 +203,14 @@ fn partition_heals_without_loss() {
         ])
         .arg(&state);
     ok(enroll.output().unwrap(), "enroll in the namespace");
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(&config, agent_config).unwrap();
     let mut run = Command::new("ip");
     run.args(["netns", "exec", &ns])
         .arg(bin("adit-agent"))
-        .args(["run", "--state-dir"])
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
         .arg(&state)
         .args(["--allow", &format!("127.0.0.1:{echo_port}")])
         .env("ADIT_LOG", "info");
@@ -218,7 +238,7 @@ fn partition_heals_without_loss() {
         .wait_line("press ctrl-c", Duration::from_secs(10))
         .unwrap();
     // (The echo server in the namespace may still be starting: retry the first one.)
-    let mut conn = wait_for(Duration::from_secs(15), || {
+    let conn = wait_for(Duration::from_secs(15), || {
         let mut c = TcpStream::connect(("127.0.0.1", local)).ok()?;
         echo_roundtrip(&mut c, b"before the partition", Duration::from_secs(5))
             .ok()
@@ -226,8 +246,28 @@ fn partition_heals_without_loss() {
     })
     .unwrap_or_else(|| panic!("a stream before the partition: {}", agent.output_so_far()));
 
+    Some(Partitioned {
+        forward,
+        agent,
+        _echo: echo,
+        server,
+        home,
+        local,
+        conn,
+        net,
+        _tmp: tmp,
+    })
+}
+
+#[test]
+fn partition_heals_without_loss() {
+    let Some(mut p) = partitioned("part", "") else {
+        return;
+    };
+    let (net, home, local) = (&p.net, p.home.clone(), p.local);
+    let conn = &mut p.conn;
     // Blackhole the link for 5 s; write meanwhile (nothing can arrive).
-    set_link(&net, false);
+    set_link(net, false);
     let cut = Instant::now();
     conn.write_all(b"sent during the partition").unwrap();
     conn.set_read_timeout(Some(Duration::from_millis(500)))
@@ -238,7 +278,7 @@ fn partition_heals_without_loss() {
         "no echo can cross a cut link"
     );
     std::thread::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed()));
-    set_link(&net, true);
+    set_link(net, true);
     let healed = Instant::now();
 
     // The bytes written during the partition arrive, in order, on the same connection.
@@ -251,13 +291,66 @@ fn partition_heals_without_loss() {
         "partition of 5 s: the stream resumed {} ms after the link came back",
         healed.elapsed().as_millis()
     );
-    echo_roundtrip(&mut conn, b"after healing", Duration::from_secs(10)).unwrap();
+    echo_roundtrip(conn, b"after healing", Duration::from_secs(10)).unwrap();
     // The node stayed online; a new connection works.
     assert_eq!(node_status(&home, "dev1").as_deref(), Some("online"));
     let mut fresh = TcpStream::connect(("127.0.0.1", local)).unwrap();
     echo_roundtrip(&mut fresh, b"new connection", Duration::from_secs(10)).unwrap();
-    drop(forward);
-    drop(agent);
-    drop(server);
-    drop(net);
+}
+
+/// A partition longer than the dead-link timeout (45 s without a frame): both ends give
+/// the tunnel up, the node goes offline, connections through it end instead of hanging,
+/// and once the link is back the agent reconnects by itself and new connections work.
+#[test]
+fn long_partition_is_detected_and_recovered() {
+    let Some(mut p) = partitioned("lpart", "reconnect_max_secs = 2\n") else {
+        return;
+    };
+    set_link(&p.net, false);
+    let cut = Instant::now();
+    // The server declares the node offline once the tunnel is dead (45 s of silence).
+    let offline = wait_for(Duration::from_secs(75), || {
+        (node_status(&p.home, "dev1").as_deref() == Some("offline")).then_some(cut.elapsed())
+    })
+    .unwrap_or_else(|| panic!("node still online 75 s into the partition"));
+    // The connection through the dead tunnel has ended (no hang).
+    p.conn
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let ended = match p.conn.read(&mut buf) {
+        Ok(0) | Err(_) => true,
+        Ok(_) => false,
+    };
+    assert!(ended, "a connection through a dead tunnel must end");
+    set_link(&p.net, true);
+    let healed = Instant::now();
+    let back = wait_for(Duration::from_secs(30), || {
+        (node_status(&p.home, "dev1").as_deref() == Some("online")).then_some(healed.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "agent not back 30 s after healing: {}",
+            p.agent.output_so_far()
+        )
+    });
+    let mut fresh = wait_for(Duration::from_secs(10), || {
+        let mut c = TcpStream::connect(("127.0.0.1", p.local)).ok()?;
+        echo_roundtrip(&mut c, b"after a long partition", Duration::from_secs(5))
+            .ok()
+            .map(|_| c)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a new connection after healing: {}",
+            p.forward.output_so_far()
+        )
+    });
+    echo_roundtrip(&mut fresh, b"again", Duration::from_secs(5)).unwrap();
+    assert!(p.server.try_wait().is_none(), "the server is still up");
+    eprintln!(
+        "long partition: node offline {} s after the cut, back online {} ms after healing",
+        offline.as_secs(),
+        back.as_millis()
+    );
 }
