@@ -157,6 +157,12 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, port: u16) -> Result<Self> {
+        Self::start_with_config(data_dir, port, "")
+    }
+
+    /// [`Server::start`] with `config` as its configuration file (TOML), written next to
+    /// the data directory.
+    pub fn start_with_config(data_dir: &Path, port: u16, config: &str) -> Result<Self> {
         let mut cmd = Command::new(bin("adit-server"));
         cmd.args([
             "start",
@@ -164,9 +170,14 @@ impl Server {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(data_dir)
-        .env("ADIT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("ADIT_LOG", "info");
+        .arg(data_dir);
+        if !config.is_empty() {
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, config)?;
+            cmd.arg("--config").arg(path);
+        }
+        cmd.env("ADIT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("ADIT_LOG", "info");
         let proc = Proc::spawn(cmd)?;
         let line = proc.wait_line("CA fingerprint:", Duration::from_secs(30))?;
         let pin = line

@@ -522,6 +522,73 @@ fn slowloris_connections_are_closed_and_the_api_still_answers() {
 
 /// The server answered 431 (or another 4xx) or closed the connection; never a
 /// 2xx for a request it should not have parsed.
+/// An HTTP/2 client that makes one request and then only answers the server's pings is
+/// closed once `http_idle_timeout` passes with no request in flight (2 s here; 60 s by
+/// default). A client with a request in flight (a held long-poll) is not.
+#[test]
+fn idle_http2_connections_are_closed() {
+    let _guard = serial();
+    let tmp = TempDir::new("flood-idle-h2");
+    let server = Server::start_with_config(
+        &tmp.path().join("data"),
+        free_port(),
+        "http_idle_timeout = \"2s\"\n",
+    )
+    .unwrap();
+    let rt = runtime();
+    let closed_after = rt.block_on(async {
+        let tls = slow_connect(&server.pin, server.port, b"h2")
+            .await
+            .expect("TLS with ALPN h2");
+        let (mut client, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+        let start = Instant::now();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("https://127.0.0.1:{}/healthz", server.port))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).expect("send");
+        let resp = resp.await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        while body.data().await.is_some() {}
+        // A request whose body takes 3 s (longer than the idle timeout) is in flight
+        // the whole time: the connection stays open for its answer.
+        let req = http::Request::post(format!("https://127.0.0.1:{}/v1/login", server.port))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).expect("send");
+        for part in [
+            &b"{\"user\": \"nobody\", "[..],
+            b"\"password\": ",
+            b"\"not-the-password\"}",
+        ] {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            send.send_data(bytes::Bytes::from_static(part), false)
+                .expect("the connection stays open while a request is in flight");
+        }
+        send.send_data(bytes::Bytes::new(), true)
+            .expect("end of body");
+        let resp = resp.await.expect("answered after 4.5 s in flight");
+        assert_eq!(resp.status(), 401);
+        let last = Instant::now();
+        // Now idle; `conn` answers pings until the server says GOAWAY and closes.
+        let ended = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        assert!(ended.is_ok(), "an idle HTTP/2 connection was held 30 s");
+        (start.elapsed(), last.elapsed())
+    });
+    let (total, idle) = closed_after;
+    eprintln!(
+        "idle h2: closed {} ms after its last answer ({} ms after it opened)",
+        idle.as_millis(),
+        total.as_millis()
+    );
+    assert!(
+        idle >= Duration::from_millis(1900),
+        "closed before the idle timeout: {idle:?}"
+    );
+}
+
 fn refused(result: io::Result<Vec<u8>>) -> String {
     match result {
         Ok(resp) if resp.is_empty() => "closed".into(),

@@ -14,7 +14,10 @@
 //!   [`MAX_HEADERS`] headers in at most [`MAX_HEAD_BYTES`] (more is a 431).
 //! - An HTTP/2 connection: [`HEADER_READ_TIMEOUT`] until its first request,
 //!   [`BODY_READ_TIMEOUT`] per request body, [`H2_MAX_HEADER_LIST`] of
-//!   headers per request, keep-alive pings to drop dead peers.
+//!   headers per request, keep-alive pings to drop dead peers, and
+//!   `Settings::http_idle_timeout` (60 s by default) with no request in
+//!   flight before a graceful GOAWAY: answering pings does not keep an idle
+//!   connection open.
 //!
 //! `e2e/tests/floods.rs` runs each of these floods against the real binary.
 
@@ -22,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -195,11 +198,13 @@ async fn handle_connection(
         crate::proxy::handle_tunnel(state, tls, peer, peer_cert, shutdown).await;
         return;
     }
+    let idle = state.settings.http_idle_timeout;
     serve_http(
         tls,
         peer,
         peer_cert,
         alpn.as_deref() == Some(b"h2"),
+        idle,
         router,
         shutdown,
     )
@@ -212,21 +217,26 @@ async fn serve_http(
     peer: SocketAddr,
     peer_cert: Option<Vec<u8>>,
     h2: bool,
+    idle: Duration,
     router: Router,
     shutdown: CancellationToken,
 ) {
     let peer_cert = peer_cert.map(|c| PeerCert(Arc::new(c)));
-    let requested = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::default());
     let service = hyper::service::service_fn({
-        let requested = requested.clone();
+        let activity = activity.clone();
         move |req: hyper::Request<hyper::body::Incoming>| {
-            requested.store(true, Ordering::Relaxed);
+            let busy = activity.begin();
             let mut req = req.map(|body| axum::body::Body::new(DeadlineBody::new(body)));
             req.extensions_mut().insert(ClientAddr(peer));
             if let Some(cert) = &peer_cert {
                 req.extensions_mut().insert(cert.clone());
             }
-            router.clone().oneshot(req)
+            let response = router.clone().oneshot(req);
+            async move {
+                let _busy = busy;
+                response.await
+            }
         }
     });
     // The protocol is the one ALPN chose (HTTP/1.1 without ALPN), never
@@ -258,7 +268,10 @@ async fn serve_http(
     let first_request = tokio::time::sleep(HEADER_READ_TIMEOUT);
     tokio::pin!(first_request);
     let mut awaiting_first = true;
-    loop {
+    // Wakes up at the earliest moment the connection could have been idle for `idle`.
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    let why = loop {
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -267,18 +280,68 @@ async fn serve_http(
                 return;
             }
             _ = &mut first_request, if awaiting_first => {
-                if !requested.load(Ordering::Relaxed) {
+                if !activity.requested.load(Ordering::Relaxed) {
                     tracing::debug!(%peer, "no HTTP request within {HEADER_READ_TIMEOUT:?}; closing");
                     return;
                 }
                 awaiting_first = false;
             }
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                return;
+            _ = &mut idle_check => {
+                match activity.idle_since() {
+                    Some(since) if since.elapsed() >= idle => break "idle",
+                    Some(since) => idle_check.as_mut().reset(since + idle),
+                    None => idle_check.as_mut().reset(Instant::now() + idle),
+                }
             }
+            _ = shutdown.cancelled() => break "shutting down",
         }
+    };
+    tracing::debug!(%peer, why, "closing the HTTP connection gracefully");
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+}
+
+/// Requests in flight on one HTTP connection, and since when it has had none.
+struct Activity {
+    requested: AtomicBool,
+    in_flight: AtomicUsize,
+    /// When the last request finished (or the connection started).
+    last_done: Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            requested: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_done: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.requested.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(*self.last_done.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One request in flight; done when dropped (answered, or abandoned by the client).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last_done.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

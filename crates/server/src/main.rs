@@ -68,6 +68,8 @@ struct FileConfig {
     endpoint_ports: Option<String>,
     /// Address session endpoints listen on (default: the listen address).
     endpoint_bind: Option<std::net::IpAddr>,
+    /// Close HTTP connections idle (no request in flight) this long, e.g. "60s".
+    http_idle_timeout: Option<String>,
 }
 
 fn parse_port_range(key: &str, value: &str) -> Result<std::ops::RangeInclusive<u16>> {
@@ -149,6 +151,11 @@ fn start(args: StartArgs) -> Result<()> {
             None => defaults.endpoint_ports,
         },
         endpoint_bind: file.endpoint_bind.unwrap_or(listen.ip()),
+        http_idle_timeout: parse_duration(
+            "http_idle_timeout",
+            &file.http_idle_timeout,
+            defaults.http_idle_timeout,
+        )?,
     };
     let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
@@ -211,5 +218,24 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let file: FileConfig = toml::from_str(include_str!("../../../deploy/server.example.toml"))
+            .expect("deploy/server.example.toml parses");
+        for (key, value) in [
+            ("node_cert_ttl", &file.node_cert_ttl),
+            ("access_token_ttl", &file.access_token_ttl),
+            ("http_idle_timeout", &file.http_idle_timeout),
+        ] {
+            parse_duration(key, value, Duration::ZERO).expect("durations parse");
+        }
+        parse_port_range("endpoint_ports", file.endpoint_ports.as_deref().unwrap()).unwrap();
     }
 }

@@ -28,6 +28,9 @@ pub struct Settings {
     pub endpoint_ports: std::ops::RangeInclusive<u16>,
     /// Address temporary session endpoints listen on.
     pub endpoint_bind: std::net::IpAddr,
+    /// An HTTP connection with no request in flight for this long is closed
+    /// gracefully (HTTP/2 GOAWAY; HTTP/1.1 is bounded sooner by its header timeout).
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             grant_ttl: Duration::from_secs(60),
             endpoint_ports: 20000..=20999,
             endpoint_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            http_idle_timeout: Duration::from_secs(60),
         }
     }
 }
