@@ -400,7 +400,9 @@ impl Agent {
         renew_now: &Notify,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Served {
-        let facts = ControlMessage::Facts(self.facts.clone());
+        let mut facts = self.facts.clone();
+        facts.actions = self.allow.toolbox().action_infos();
+        let facts = ControlMessage::Facts(facts);
         if let Err(e) = tunnel.send_control(facts.encode().into()) {
             return Served::Closed(e.to_string());
         }

@@ -1,6 +1,7 @@
 //! The agent's configuration: what `agent.toml` may say, with defaults, validation and
 //! the local allow-list.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -71,6 +72,90 @@ pub struct AgentConfig {
     /// Whether `query` streams (read-only diagnostics) are allowed. On by default;
     /// `ls` and `cat` also need `file_roots`.
     pub allow_query: bool,
+    /// Device actions (`adit nodes action NODE NAME`), by name: `[actions.reboot]` with
+    /// `command = ["systemctl", "reboot"]`. None by default: nothing runs unless the
+    /// device owner defines it here.
+    pub actions: BTreeMap<String, ActionConfig>,
+}
+
+/// One device action: a hook command the agent runs (no shell unless the command names
+/// one), reported by name in the node's facts.
+///
+/// Arguments: an element that is exactly `{args}` is replaced by every argument given;
+/// `{arg}` inside an element by the one argument given (then exactly one is needed). A
+/// command without placeholders takes no arguments. Arguments are plain words
+/// (`adit_api::toolbox::ActionSpec::validate`), so they are safe inside a shell's `-c`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Whether the operator must confirm it (`--yes`). Defaults to `true`: say
+    /// `destructive = false` for harmless actions.
+    #[serde(default = "destructive_default")]
+    pub destructive: bool,
+    /// Shown to operators in `adit nodes show`.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn destructive_default() -> bool {
+    true
+}
+
+impl ActionConfig {
+    /// The argv to run with `args` substituted, or why not.
+    pub fn argv(&self, name: &str, args: &[String]) -> Result<Vec<String>, String> {
+        let splices = self.command.iter().any(|c| c == "{args}");
+        let one = self.command.iter().any(|c| c.contains("{arg}"));
+        if one && args.len() != 1 {
+            return Err(format!(
+                "action {name} takes exactly one argument, got {}",
+                args.len()
+            ));
+        }
+        if !splices && !one && !args.is_empty() {
+            return Err(format!("action {name} takes no arguments"));
+        }
+        let mut argv = Vec::with_capacity(self.command.len() + args.len());
+        for part in &self.command {
+            if part == "{args}" {
+                argv.extend(args.iter().cloned());
+            } else if one {
+                argv.push(part.replace("{arg}", &args[0]));
+            } else {
+                argv.push(part.clone());
+            }
+        }
+        Ok(argv)
+    }
+
+    fn problems(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if !adit_api::toolbox::valid_action_name(name) {
+            out.push(format!(
+                "actions.{name}: invalid name; use 1 to 64 of a-z, 0-9, '_' and '-'"
+            ));
+        }
+        match self.command.first() {
+            None => out.push(format!("actions.{name}.command: must not be empty")),
+            Some(p) if p.is_empty() || p.starts_with('{') => out.push(format!(
+                "actions.{name}.command: the first element must name a program"
+            )),
+            Some(_) => {}
+        }
+        if self.command.iter().any(|c| c.contains('\0')) {
+            out.push(format!("actions.{name}.command: contains a NUL byte"));
+        }
+        if self.command.iter().any(|c| c == "{args}")
+            && self.command.iter().any(|c| c.contains("{arg}"))
+        {
+            out.push(format!(
+                "actions.{name}.command: use either {{args}} or {{arg}}, not both"
+            ));
+        }
+        out
+    }
 }
 
 impl Default for AgentConfig {
@@ -87,6 +172,7 @@ impl Default for AgentConfig {
             file_roots: Vec::new(),
             shell: None,
             allow_query: true,
+            actions: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +219,9 @@ impl AgentConfig {
         if self.log.trim().is_empty() {
             problems.push("log: must not be empty (e.g. \"info\")".to_owned());
         }
+        for (name, action) in &self.actions {
+            problems.extend(action.problems(name));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -174,6 +263,7 @@ impl AgentConfig {
                     allow_exec: self.allow_exec,
                     allow_shell: self.allow_shell,
                     allow_query: self.allow_query,
+                    actions: self.actions.clone(),
                     file_roots,
                     shell: self
                         .shell
@@ -286,6 +376,8 @@ pub struct Toolbox {
     pub file_roots: Vec<PathBuf>,
     /// The login shell of `shell` streams.
     pub shell: PathBuf,
+    /// Device actions by name (none by default).
+    pub actions: BTreeMap<String, ActionConfig>,
 }
 
 impl Default for Toolbox {
@@ -296,7 +388,52 @@ impl Default for Toolbox {
             allow_query: true,
             file_roots: Vec::new(),
             shell: PathBuf::from(DEFAULT_SHELL),
+            actions: BTreeMap::new(),
         }
+    }
+}
+
+impl Toolbox {
+    /// The actions as node facts report them (names, descriptions, whether destructive;
+    /// never the commands).
+    pub fn action_infos(&self) -> Vec<adit_api::toolbox::ActionInfo> {
+        self.actions
+            .iter()
+            .map(|(name, a)| adit_api::toolbox::ActionInfo {
+                name: name.clone(),
+                description: a.description.clone(),
+                destructive: a.destructive,
+            })
+            .collect()
+    }
+
+    /// The argv of the action `spec` asks for, or why it is refused: unknown here (the
+    /// reason lists the configured ones), destructive but not confirmed, or arguments
+    /// that do not fit.
+    pub fn action_argv(&self, spec: &adit_api::toolbox::ActionSpec) -> Result<Vec<String>, String> {
+        let Some(action) = self.actions.get(&spec.name) else {
+            let known: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+            return Err(if known.is_empty() {
+                format!(
+                    "no action {:?} on this node: it has no actions configured \
+                     ([actions.NAME] in agent.toml, or --action NAME=CMD)",
+                    spec.name
+                )
+            } else {
+                format!(
+                    "no action {:?} on this node; configured actions: {}",
+                    spec.name,
+                    known.join(", ")
+                )
+            });
+        };
+        if action.destructive && !spec.confirmed {
+            return Err(format!(
+                "action {} is destructive and was not confirmed; run it with --yes",
+                spec.name
+            ));
+        }
+        action.argv(&spec.name, &spec.args)
     }
 }
 
@@ -345,5 +482,62 @@ mod tests {
         assert!(Target::parse("127.0.0.1:0").is_err());
         assert!(Target::parse("a b:22").is_err());
         assert!(Target::parse("host:99999").is_err());
+    }
+
+    #[test]
+    fn actions_parse_validate_and_substitute() {
+        let c = AgentConfig::from_toml(
+            r#"
+            [actions.reboot]
+            command = ["systemctl", "reboot"]
+            description = "Reboot the device"
+
+            [actions.restart-service]
+            command = ["systemctl", "restart", "{arg}"]
+            destructive = false
+
+            [actions.say]
+            command = ["echo", "{args}"]
+            destructive = false
+            "#,
+        )
+        .unwrap();
+        let tb = c.allow_list().unwrap().toolbox().clone();
+        let spec = |name: &str, args: &[&str], confirmed| adit_api::toolbox::ActionSpec {
+            name: name.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            confirmed,
+        };
+        let err = tb.action_argv(&spec("reboot", &[], false)).unwrap_err();
+        assert!(err.contains("destructive"), "{err}");
+        assert_eq!(
+            tb.action_argv(&spec("reboot", &[], true)).unwrap(),
+            ["systemctl", "reboot"]
+        );
+        assert_eq!(
+            tb.action_argv(&spec("restart-service", &["nginx"], false))
+                .unwrap(),
+            ["systemctl", "restart", "nginx"]
+        );
+        assert!(tb
+            .action_argv(&spec("restart-service", &[], false))
+            .is_err());
+        assert!(tb.action_argv(&spec("reboot", &["now"], true)).is_err());
+        assert_eq!(
+            tb.action_argv(&spec("say", &["a", "b"], false)).unwrap(),
+            ["echo", "a", "b"]
+        );
+        let err = tb.action_argv(&spec("poweroff", &[], true)).unwrap_err();
+        assert!(
+            err.contains("configured actions: reboot, restart-service, say"),
+            "{err}"
+        );
+        let infos = tb.action_infos();
+        assert_eq!(infos.len(), 3);
+        assert!(infos[0].destructive && !infos[1].destructive);
+
+        let bad = AgentConfig::from_toml("[actions.Bad]\ncommand = []\n").unwrap_err();
+        let msg = bad.to_string();
+        assert!(msg.contains("actions.Bad"), "{msg}");
     }
 }

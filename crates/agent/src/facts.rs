@@ -15,6 +15,7 @@ pub fn local(tunnel_mode: &str) -> NodeFacts {
         hostname: hostname(),
         addresses: addresses(),
         tunnel_mode: tunnel_mode.to_owned(),
+        actions: Vec::new(),
     }
 }
 

@@ -85,6 +85,22 @@ struct RunArgs {
     /// which is allowed by default; same as `allow_query = false` in the configuration.
     #[arg(long)]
     deny_query: bool,
+    /// Define a device action `NAME=COMMAND` (repeatable; the command is split on spaces,
+    /// no shell): destructive, so operators confirm it with --yes. Finer control
+    /// (descriptions, harmless actions, arguments) in `[actions.NAME]` of the configuration.
+    #[arg(long = "action", value_name = "NAME=COMMAND", value_parser = parse_action)]
+    actions: Vec<(String, Vec<String>)>,
+}
+
+fn parse_action(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, command) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=COMMAND"))?;
+    let argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    if argv.is_empty() {
+        return Err(format!("action {name}: the command is empty"));
+    }
+    Ok((name.trim().to_owned(), argv))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -178,6 +194,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.file_roots.extend(args.file_roots);
     if args.deny_query {
         config.allow_query = false;
+    }
+    for (name, command) in args.actions {
+        config.actions.insert(
+            name,
+            adit_agent::config::ActionConfig {
+                command,
+                destructive: true,
+                description: String::new(),
+            },
+        );
     }
     if config.shell.is_none() {
         config.shell = std::env::var_os("SHELL")

@@ -2,7 +2,7 @@
 //! agent's own allow-list must both agree.
 
 use adit_api::kinds;
-use adit_api::toolbox::{ExecSpec, FileSpec, QuerySpec, ShellSpec};
+use adit_api::toolbox::{ActionSpec, ExecSpec, FileSpec, QuerySpec, ShellSpec};
 use adit_pki::{GrantClaims, JwtErrorKind, AUD_GRANT};
 use adit_proto::{reset_code, OpenHeader};
 
@@ -47,6 +47,8 @@ pub enum Request {
     File(FileSpec),
     /// Answer a diagnostic query (`ls`/`cat` paths are checked against the file roots).
     Query(QuerySpec),
+    /// Run a configured device action: the action asked for and the command it runs.
+    Action(ActionSpec, ExecSpec),
 }
 
 /// Checks an `OPEN` header: the kind is supported and allowed here, the grant is signed
@@ -81,7 +83,10 @@ pub fn authorize(
         kinds::QUERY if !toolbox.allow_query => return Err(Denial::denied(
             "this agent does not allow queries (started with --deny-query or allow_query = false)",
         )),
-        kinds::EXEC | kinds::SHELL | kinds::FILE | kinds::QUERY => {}
+        kinds::ACTION if toolbox.actions.is_empty() => return Err(Denial::denied(
+            "this agent has no device actions configured ([actions.NAME] in agent.toml, or --action NAME=CMD)",
+        )),
+        kinds::EXEC | kinds::SHELL | kinds::FILE | kinds::QUERY | kinds::ACTION => {}
         other => {
             return Err(Denial::denied(format!(
                 "unsupported stream kind {:?}",
@@ -126,6 +131,18 @@ pub fn authorize(
         }
         kinds::QUERY => {
             Request::Query(adit_api::toolbox::parse_query(&header.target).map_err(Denial::denied)?)
+        }
+        kinds::ACTION => {
+            let spec = adit_api::toolbox::parse_action(&header.target).map_err(Denial::denied)?;
+            // The agent's own configuration decides what runs: the grant only names the
+            // action, and an unconfirmed destructive one is refused whatever it says.
+            let argv = toolbox.action_argv(&spec).map_err(Denial::denied)?;
+            let exec = ExecSpec {
+                argv,
+                env: Vec::new(),
+                cwd: None,
+            };
+            Request::Action(spec, exec)
         }
         _ => {
             let target = Target::parse(&header.target)

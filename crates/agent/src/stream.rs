@@ -119,7 +119,7 @@ pub async fn handle(
     }
 }
 
-/// Serves an `exec`, `shell`, `file` or `query` stream, cut at the session's end like TCP ones.
+/// Serves an `exec`, `shell`, `file`, `query` or `action` stream, cut at the session's end like TCP ones.
 async fn serve_toolbox(
     mut stream: Stream,
     claims: &adit_pki::GrantClaims,
@@ -133,6 +133,7 @@ async fn serve_toolbox(
         Request::Shell(_) => ("shell", String::new()),
         Request::File(spec) => ("file", format!("{} {}", spec.op.as_str(), spec.path)),
         Request::Query(spec) => ("query", format!("{} {}", spec.what, spec.args_line())),
+        Request::Action(spec, _) => ("action", spec.command_line()),
         Request::Tcp(t) => ("tcp", t.to_string()),
     };
     tracing::info!(jti = %claims.jti, usr = %claims.usr, kind, what = %what, "toolbox stream started");
@@ -151,6 +152,9 @@ async fn serve_toolbox(
                 "{:?}",
                 crate::query::serve(&mut stream, spec, &allow.toolbox().file_roots).await
             ),
+            Request::Action(_, exec) => {
+                format!("{:?}", crate::exec::serve(&mut stream, exec).await)
+            }
             Request::Tcp(_) => "not a toolbox stream".to_owned(),
         }
     };

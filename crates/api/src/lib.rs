@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 mod demand;
 pub mod openapi;
+pub mod policy;
 mod tokens;
 pub mod toolbox;
 pub use demand::*;
@@ -97,6 +98,15 @@ pub mod paths {
     pub const API_TOKENS: &str = "/v1/api-tokens";
     /// `DELETE` → [`super::ApiTokenInfo`] (revokes it at once).
     pub const API_TOKEN: &str = "/v1/api-tokens/{id}";
+    /// `GET` → `Vec<`[`super::policy::PolicyInfo`]`>`: the tenant's policies (admins).
+    pub const POLICIES: &str = "/v1/policies";
+    /// `PUT` [`super::policy::PolicyRules`] → [`super::policy::PolicyInfo`] (replaces
+    /// the scope's policy); `DELETE` removes it. `{scope}`: `tenant`,
+    /// `project:KEY=VALUE[,KEY=VALUE]` or `node:NODE` (admins).
+    pub const POLICY: &str = "/v1/policies/{scope}";
+    /// `GET` → [`super::policy::EffectivePolicy`]: what applies to the node and which
+    /// level decided each value (admins).
+    pub const NODE_POLICY: &str = "/v1/nodes/{node}/policy";
 }
 
 /// Stream kinds in `OPEN` headers.
@@ -218,6 +228,9 @@ pub struct NodeFacts {
     pub addresses: Vec<String>,
     /// `persistent` or `on-demand`.
     pub tunnel_mode: String,
+    /// The device actions the agent's configuration defines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<toolbox::ActionInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -279,6 +292,40 @@ pub struct NodeInfo {
     /// What is happening on the node now (Edge-View style status).
     #[serde(default)]
     pub activity: NodeActivity,
+    /// The device actions its agent reported (`adit nodes action`).
+    #[serde(default)]
+    pub actions: Vec<toolbox::ActionInfo>,
+    /// Commands (streams) relayed to the node, by access class, and the last one.
+    #[serde(default)]
+    pub commands: NodeCommands,
+}
+
+/// Commands (streams) relayed to a node, kept by the store across restarts. Toolbox
+/// streams (exec, shell, file, query, action) count as device commands; TCP streams by
+/// their target's class (device, app, external).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCommands {
+    pub device: u64,
+    pub app: u64,
+    pub external: u64,
+    pub last: Option<LastCommand>,
+}
+
+/// The last command relayed to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LastCommand {
+    /// Stream kind: tcp, exec, shell, file, query, action.
+    pub kind: String,
+    /// What it did: the target, command line, path, query or action.
+    pub what: String,
+    /// Who: the user (or the issuer of a session token).
+    pub actor: String,
+    /// The operator's network address.
+    pub source: Option<String>,
+    /// When it started (unix milliseconds).
+    pub at: i64,
 }
 
 /// A node's live sessions and streams, as this server sees them.

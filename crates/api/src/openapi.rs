@@ -12,6 +12,7 @@ use schemars::schema::{InstanceType, Schema, SchemaObject};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use crate::policy::{EffectivePolicy, PolicyInfo, PolicyRules};
 use crate::{
     paths, remote_access_state, ApiError, AuditEventInfo, AuditQuery, BindRoleRequest, CaInfo,
     CreateJoinTokenRequest, CreateRemoteAccessRequest, CreateTenantRequest, CreateUserRequest,
@@ -183,6 +184,7 @@ pub(crate) fn stream_kind_schema(_: &mut SchemaGenerator) -> Schema {
 const GET: &str = "get";
 const POST: &str = "post";
 const PATCH: &str = "patch";
+const PUT: &str = "put";
 const DELETE: &str = "delete";
 
 /// Every operation the server routes. Keep in step with the router
@@ -668,6 +670,54 @@ pub const OPERATIONS: &[Operation] = &[
         response: Content::Json(schema::<ApiTokenInfo>),
         errors: &[404],
     },
+    Operation {
+        method: GET,
+        path: paths::POLICIES,
+        operation_id: "listPolicies",
+        summary: "The tenant's access policies: tenant, projects, nodes (admins)",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: None,
+        status: 200,
+        response: Content::Json(schema::<Vec<PolicyInfo>>),
+        errors: &[403],
+    },
+    Operation {
+        method: PUT,
+        path: paths::POLICY,
+        operation_id: "putPolicy",
+        summary: "Set (replace) the access policy of a scope: tenant, project:k=v or node:NODE (admins)",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: Some(schema::<PolicyRules>),
+        status: 200,
+        response: Content::Json(schema::<PolicyInfo>),
+        errors: &[400, 403, 404, 413],
+    },
+    Operation {
+        method: DELETE,
+        path: paths::POLICY,
+        operation_id: "deletePolicy",
+        summary: "Remove the access policy of a scope: its values are inherited again (admins)",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: None,
+        status: 204,
+        response: Content::Empty,
+        errors: &[400, 403, 404],
+    },
+    Operation {
+        method: GET,
+        path: paths::NODE_POLICY,
+        operation_id: "getNodePolicy",
+        summary: "The policy that applies to a node, and which level decided each value (admins)",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: None,
+        status: 200,
+        response: Content::Json(schema::<EffectivePolicy>),
+        errors: &[403, 404],
+    },
 ];
 
 /// OpenAPI links: (from operationId, to operationId, path parameter of the target, where
@@ -684,6 +734,13 @@ pub const LINKS: &[(&str, &str, &str, &str)] = &[
     ("createUser", "setPassword", "user", "$response.body#/name"),
     ("bindRole", "unbindRole", "id", "$response.body#/id"),
     ("getNode", "revokeNode", "node", "$response.body#/id"),
+    ("getNode", "getNodePolicy", "node", "$response.body#/id"),
+    (
+        "putPolicy",
+        "deletePolicy",
+        "scope",
+        "$response.body#/scope",
+    ),
     ("listNodes", "getNode", "node", "$response.body#/0/name"),
     ("listNodes", "revokeNode", "node", "$response.body#/0/id"),
     (
@@ -760,6 +817,7 @@ fn path_param_description(name: &str) -> &'static str {
         "node" => "Node name or id.",
         "user" => "User name or id.",
         "id" => "The resource's id.",
+        "scope" => "`tenant`, `project:KEY=VALUE[,KEY=VALUE]` or `node:NODE` (name or id).",
         _ => "",
     }
 }

@@ -23,6 +23,9 @@ pub mod kinds {
     /// One typed diagnostic answered as a JSON document: target is a
     /// [`super::QuerySpec`].
     pub const QUERY: &str = "query";
+    /// Run one of the device actions the agent's configuration defines: target is an
+    /// [`super::ActionSpec`].
+    pub const ACTION: &str = "action";
 }
 
 /// Largest payload of one toolbox frame.
@@ -194,6 +197,91 @@ pub struct QuerySpec {
     /// `logs`, `dmesg`: at most this many lines (the newest), 1 to [`MAX_QUERY_LINES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<u32>,
+}
+
+/// What `action` runs: one of the actions the agent's configuration defines
+/// (`[actions.NAME]` in `agent.toml`), by name, with arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    pub name: String,
+    /// Arguments, substituted into the action's command (`{arg}`, `{args}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// The operator confirmed a destructive action (`--yes`); the agent refuses a
+    /// destructive action without it.
+    #[serde(default)]
+    pub confirmed: bool,
+}
+
+/// Most arguments of one action.
+pub const MAX_ACTION_ARGS: usize = 16;
+/// Longest action argument.
+pub const MAX_ACTION_ARG_LEN: usize = 256;
+
+/// Whether `name` is a valid action name: 1 to 64 of `a-z 0-9 _ -`, starting with a
+/// letter or digit.
+pub fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl ActionSpec {
+    /// Checks the name and the arguments. Arguments are plain words (letters, digits and
+    /// `. _ @ : = + , -`, not starting with `-`): they may end up inside a hook's shell
+    /// command line, so nothing a shell or the hook's option parser would interpret passes.
+    pub fn validate(&self) -> Result<(), String> {
+        if !valid_action_name(&self.name) {
+            return Err(format!(
+                "invalid action name {:?}: use 1 to 64 of a-z, 0-9, '_' and '-'",
+                short(&self.name)
+            ));
+        }
+        if self.args.len() > MAX_ACTION_ARGS {
+            return Err(format!("at most {MAX_ACTION_ARGS} action arguments"));
+        }
+        for a in &self.args {
+            let ok = !a.is_empty()
+                && a.len() <= MAX_ACTION_ARG_LEN
+                && !a.starts_with('-')
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._@:=+,-".contains(&b));
+            if !ok {
+                return Err(format!(
+                    "invalid action argument {:?}: use letters, digits and . _ @ : = + , - \
+                     (not starting with '-'), at most {MAX_ACTION_ARG_LEN} bytes",
+                    short(a)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The action and its arguments as one line, for audit and logs.
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.name.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A device action as the agent reports it in its node facts (never its command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionInfo {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Needs `--yes` (reboot, power off, ...).
+    pub destructive: bool,
 }
 
 /// Every query `query` streams answer.
@@ -449,6 +537,14 @@ pub fn parse_shell(target: &str) -> Result<ShellSpec, String> {
 pub fn parse_file(target: &str) -> Result<FileSpec, String> {
     let spec: FileSpec =
         serde_json::from_str(target).map_err(|e| format!("invalid file spec: {e}"))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// See [`parse_exec`].
+pub fn parse_action(target: &str) -> Result<ActionSpec, String> {
+    let spec: ActionSpec =
+        serde_json::from_str(target).map_err(|e| format!("invalid action spec: {e}"))?;
     spec.validate()?;
     Ok(spec)
 }
@@ -869,6 +965,20 @@ mod tests {
         assert!(parse_file(r#"{"op":"get","path":"srv/a"}"#).is_err());
         assert!(parse_file(r#"{"op":"put","path":"/srv/../etc/passwd"}"#).is_err());
         assert!(parse_file(r#"{"op":"move","path":"/srv/a"}"#).is_err());
+    }
+
+    #[test]
+    fn action_specs_are_validated() {
+        let a = |s: &str| parse_action(s);
+        assert!(a(r#"{"name":"reboot"}"#).is_ok());
+        assert!(a(r#"{"name":"restart-service","args":["nginx"],"confirmed":true}"#).is_ok());
+        assert!(a(r#"{"name":"Reboot"}"#).is_err());
+        assert!(a(r#"{"name":""}"#).is_err());
+        assert!(a(r#"{"name":"x","args":["-f"]}"#).is_err());
+        assert!(a(r#"{"name":"x","args":["a;b"]}"#).is_err());
+        assert!(a(r#"{"name":"x","args":["$(id)"]}"#).is_err());
+        assert!(a(r#"{"name":"x","args":[""]}"#).is_err());
+        assert!(a(r#"{"name":"x","force":true}"#).is_err());
     }
 
     #[test]

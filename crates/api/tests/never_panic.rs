@@ -146,6 +146,7 @@ fn facts() -> impl Strategy<Value = NodeFacts> {
                 hostname,
                 addresses,
                 tunnel_mode,
+                actions: Vec::new(),
             },
         )
 }
@@ -300,6 +301,7 @@ fn write_fuzz_seeds() {
         hostname: "edge-1".into(),
         addresses: vec!["10.0.0.5".into(), "fe80::1".into()],
         tunnel_mode: "persistent".into(),
+        actions: Vec::new(),
     };
     write_seeds(
         "control_msg",

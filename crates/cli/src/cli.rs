@@ -56,9 +56,19 @@ pub enum Command {
     /// Join tokens that let devices enrol.
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Enrolled devices.
-    #[command(subcommand)]
+    /// Enrolled devices, and their device actions.
+    #[command(subcommand, alias = "node")]
     Nodes(NodesCommand),
+    /// Access policies (admins): what streams may do on nodes, set for the tenant, for
+    /// projects (nodes matching a label selector) and for single nodes; a lower level
+    /// overrides a higher one (node > project > tenant > built-in defaults, which allow
+    /// everything the agent itself allows). Among several matching projects deny wins.
+    ///
+    /// Example: `adit policy set --tenant --external deny`, then
+    /// `adit policy set --node kiosk-7 --external allow --targets '10.0.0.0/8:502'`, and
+    /// `adit policy effective kiosk-7` shows what applies and which level decided.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Open an ssh session to a node with the system `ssh`.
     ///
     /// Example: `adit ssh pi@kiosk-7 -p 2222 -- uname -a`
@@ -227,6 +237,117 @@ pub enum NodesCommand {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Run a device action its agent's configuration defines (reboot, poweroff,
+    /// restart-service NAME, ...); `adit nodes show NODE` lists them. Destructive ones
+    /// need --yes. Exits with the hook's exit status.
+    ///
+    /// Example: `adit nodes action kiosk-7 restart-service nginx`,
+    /// `adit nodes action kiosk-7 reboot --yes`
+    Action {
+        #[arg(value_parser = parse_node)]
+        node: String,
+        /// The action's name.
+        action: String,
+        /// Arguments for the action (plain words).
+        #[arg(value_name = "ARGS")]
+        args: Vec<String>,
+        /// Confirm a destructive action.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// Which scope a policy command changes: exactly one of these.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PolicyScopeArgs {
+    /// The whole tenant.
+    #[arg(long)]
+    pub tenant: bool,
+    /// A project: every node whose labels match `KEY=VALUE[,KEY=VALUE]`.
+    #[arg(long, value_parser = parse_selector, value_name = "KEY=VALUE,...")]
+    pub project: Option<adit_api::Labels>,
+    /// One node (name or id).
+    #[arg(long, value_parser = parse_node, value_name = "NODE")]
+    pub node: Option<String>,
+}
+
+/// A flag's new setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuleArg {
+    Allow,
+    Deny,
+    /// Unset: inherit from the level above.
+    Inherit,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    #[command(flatten)]
+    pub scope: PolicyScopeArgs,
+    /// TCP streams to the device itself (loopback).
+    #[arg(long, value_enum)]
+    pub device: Option<RuleArg>,
+    /// TCP streams to private addresses next to the device (10/8, 172.16/12,
+    /// 192.168/16, 100.64/10, link-local, fc00::/7): containers, VMs, the local network.
+    #[arg(long, value_enum)]
+    pub app: Option<RuleArg>,
+    /// TCP streams to anything else (public addresses, host names).
+    #[arg(long, value_enum)]
+    pub external: Option<RuleArg>,
+    /// `adit exec`.
+    #[arg(long, value_enum)]
+    pub exec: Option<RuleArg>,
+    /// `adit shell`.
+    #[arg(long, value_enum)]
+    pub shell: Option<RuleArg>,
+    /// `adit cp`.
+    #[arg(long, value_enum)]
+    pub file: Option<RuleArg>,
+    /// `adit query`.
+    #[arg(long, value_enum)]
+    pub query: Option<RuleArg>,
+    /// `adit nodes action`.
+    #[arg(long, value_enum)]
+    pub actions: Option<RuleArg>,
+    /// Allowed TCP targets, comma-separated patterns HOST:PORT (`127.0.0.1:22`, `*:80`,
+    /// `10.0.0.0/8:*`, `*:8000-8100`), or `inherit`.
+    #[arg(long, value_name = "PATTERNS")]
+    pub targets: Option<String>,
+    /// Allowed file roots (absolute directories, comma-separated), or `inherit`.
+    #[arg(long, value_name = "DIRS")]
+    pub file_roots: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyUnsetArgs {
+    #[command(flatten)]
+    pub scope: PolicyScopeArgs,
+    /// The flags and lists to unset (device, app, external, exec, shell, file, query,
+    /// actions, targets, file-roots); none: remove the scope's whole policy.
+    #[arg(value_name = "FIELD")]
+    pub fields: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// List the tenant's policies.
+    #[command(alias = "list")]
+    Ls,
+    /// Set flags or lists of one scope's policy (others are kept).
+    ///
+    /// Example: `adit policy set --project env=prod --exec deny --shell deny`
+    Set(PolicySetArgs),
+    /// Unset flags or lists of one scope's policy (they are inherited again), or remove
+    /// the whole policy when no field is named.
+    ///
+    /// Example: `adit policy unset --node kiosk-7 exec`
+    Unset(PolicyUnsetArgs),
+    /// The policy that applies to a node, and which level decided each value.
+    Effective {
+        #[arg(value_parser = parse_node)]
+        node: String,
     },
 }
 

@@ -167,6 +167,11 @@ impl ApiClient {
         self.call(Method::PATCH, path, Some(body)).await
     }
 
+    /// `PUT path` with a JSON body → `T`.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     /// `DELETE path`; any response body is ignored.
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None::<&()>).await?;

@@ -870,6 +870,7 @@ async fn enroll_one(k: u64, dir: &Path, url: &str, token: &str) -> Result<()> {
                 hostname: name.clone(),
                 addresses: Vec::new(),
                 tunnel_mode: "persistent".to_owned(),
+                actions: Vec::new(),
             },
         };
         match adit_agent::enroll(opts).await {

@@ -4,7 +4,8 @@
 //! `node.renew`, `node.revoke`, `stream.open`, `session.create`, `session.extend`,
 //! `session.delete`, `session.start`, `session.end`, `session.expire`, `tenant.create`,
 //! `user.create`, `user.delete`, `user.password`, `user.disable`, `user.enable`, `role.bind`, `role.unbind`,
-//! `session_token.create`, `session_token.revoke`, `api_token.create`, `api_token.revoke`. Outcomes: `ok`, `denied`, `error`.
+//! `session_token.create`, `session_token.revoke`, `api_token.create`, `api_token.revoke`,
+//! `policy.set`, `policy.delete`. Outcomes: `ok`, `denied`, `error`.
 //! Details never carry secrets (passwords, token strings, keys).
 
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub const SESSION_TOKEN_CREATE: &str = "session_token.create";
 pub const SESSION_TOKEN_REVOKE: &str = "session_token.revoke";
 pub const API_TOKEN_CREATE: &str = "api_token.create";
 pub const API_TOKEN_REVOKE: &str = "api_token.revoke";
+pub const POLICY_SET: &str = "policy.set";
+pub const POLICY_DELETE: &str = "policy.delete";
 
 pub const OK: &str = "ok";
 pub const DENIED: &str = "denied";

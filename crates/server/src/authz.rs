@@ -3,7 +3,7 @@
 //!
 //! | role       | permissions                                   |
 //! |------------|-----------------------------------------------|
-//! | `admin`    | everything                                    |
+//! | `admin`    | everything (also access policies)             |
 //! | `operator` | read nodes, connect to nodes                  |
 //! | `viewer`   | read nodes                                    |
 //! | `auditor`  | read the audit log, read nodes                |
@@ -26,6 +26,8 @@ pub enum Permission {
     ManageJoinTokens,
     ReadAudit,
     ManageUsers,
+    /// Read and change access policies (admins of the whole tenant).
+    ManagePolicies,
 }
 
 impl Permission {
@@ -138,6 +140,7 @@ mod tests {
             tunnel_mode: "persistent".into(),
             revoked_at: None,
             created_at: 0,
+            actions: vec![],
         }
     }
 

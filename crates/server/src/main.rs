@@ -187,6 +187,7 @@ fn start(args: StartArgs) -> Result<()> {
         );
         let router = adit_server::api::router(state.clone());
         let presence = state.presence.clone();
+        let commands = state.commands.clone();
         let shutdown = CancellationToken::new();
         let sessions = tokio::spawn(adit_server::sessions::run(state.clone(), shutdown.clone()));
         let serve = tokio::spawn(adit_server::listener::serve(
@@ -202,7 +203,11 @@ fn start(args: StartArgs) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), serve).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), sessions).await;
         // Tunnels that closed during shutdown: their nodes are offline now.
-        let _ = tokio::task::spawn_blocking(move || presence.flush()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            presence.flush();
+            commands.flush();
+        })
+        .await;
         Ok(())
     })
 }

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use adit_api::policy::Access;
 use adit_api::{kinds, ControlMessage, NodeFacts};
 use adit_pki::{GrantClaims, AUD_GRANT};
 use adit_proto::{goaway_code, reset_code, Config, OpenHeader, Side};
-use adit_store::NodeStatus;
+use adit_store::{LastCommand, NodeStatus};
 use adit_tunnel::{Stream, Tunnel};
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -145,6 +146,7 @@ fn handle_agent_control(state: &AppState, node_id: &str, payload: &[u8]) {
                 hostname,
                 addresses,
                 tunnel_mode,
+                actions,
             } = facts;
             let facts = adit_store::NodeFacts {
                 agent_version: Some(agent_version),
@@ -152,12 +154,40 @@ fn handle_agent_control(state: &AppState, node_id: &str, payload: &[u8]) {
                 hostname: Some(hostname),
                 addresses,
                 tunnel_mode,
+                actions: stored_actions(&actions),
             };
             state.presence.facts(node_id, facts);
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(%node_id, error = %e, "ignoring unknown control message"),
     }
+}
+
+/// Most device actions kept per node.
+const MAX_NODE_ACTIONS: usize = 64;
+/// Longest action description kept.
+const MAX_ACTION_DESCRIPTION: usize = 256;
+
+/// The actions an agent reported, as the store keeps them: at most
+/// [`MAX_NODE_ACTIONS`] with valid names, descriptions shortened and made printable.
+pub(crate) fn stored_actions(
+    actions: &[adit_api::toolbox::ActionInfo],
+) -> Vec<adit_store::NodeAction> {
+    actions
+        .iter()
+        .filter(|a| adit_api::toolbox::valid_action_name(&a.name))
+        .take(MAX_NODE_ACTIONS)
+        .map(|a| adit_store::NodeAction {
+            name: a.name.clone(),
+            description: a
+                .description
+                .chars()
+                .take(MAX_ACTION_DESCRIPTION)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+            destructive: a.destructive,
+        })
+        .collect()
 }
 
 async fn client_tunnel(
@@ -245,7 +275,7 @@ fn route(
     };
     // What the stream does, checked before anyone is authenticated so a malformed
     // request gets a precise reason; the agent checks it again.
-    let what = match header.kind.as_str() {
+    let (what, asked) = match header.kind.as_str() {
         kinds::TCP => {
             if target
                 .rsplit_once(':')
@@ -260,22 +290,47 @@ fn route(
                     None,
                 ));
             }
-            json!({})
+            (json!({}), Asked::Tcp)
         }
         kinds::EXEC => match adit_api::toolbox::parse_exec(target) {
-            Ok(spec) => json!({ "command": spec.command_line() }),
+            Ok(spec) => (json!({ "command": spec.command_line() }), Asked::Exec),
             Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
         },
         kinds::SHELL => match adit_api::toolbox::parse_shell(target) {
-            Ok(spec) => json!({ "cols": spec.cols, "rows": spec.rows }),
+            Ok(spec) => (
+                json!({ "cols": spec.cols, "rows": spec.rows }),
+                Asked::Shell,
+            ),
             Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
         },
         kinds::FILE => match adit_api::toolbox::parse_file(target) {
-            Ok(spec) => json!({ "op": spec.op.as_str(), "path": spec.path }),
+            Ok(spec) => (
+                json!({ "op": spec.op.as_str(), "path": spec.path }),
+                Asked::File(spec.path),
+            ),
             Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
         },
         kinds::QUERY => match adit_api::toolbox::parse_query(target) {
-            Ok(spec) => json!({ "query": spec.what, "args": spec.args_line() }),
+            Ok(spec) => {
+                let path = matches!(spec.what.as_str(), "ls" | "cat")
+                    .then(|| spec.arg.clone())
+                    .flatten();
+                (
+                    json!({ "query": spec.what, "args": spec.args_line() }),
+                    Asked::Query(path),
+                )
+            }
+            Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
+        },
+        kinds::ACTION => match adit_api::toolbox::parse_action(target) {
+            Ok(spec) => (
+                json!({
+                    "action": spec.name,
+                    "args": spec.args,
+                    "confirmed": spec.confirmed,
+                }),
+                Asked::Action,
+            ),
             Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
         },
         other => {
@@ -359,9 +414,9 @@ fn route(
         ));
     }
     if let Caller::User(principal) = &caller {
-        // exec, shell, file and query need the same Connect permission as tcp for now; per-kind
-        // policy flags (device/app/external access, actions, file roots) come next
-        // (issue 5). The agent still refuses kinds it was not started with.
+        // Every kind needs the Connect permission; what each may do on this node is the
+        // node's access policy (below), and the agent still refuses kinds it was not
+        // started with.
         if !crate::authz::can_connect(principal, &node) {
             return Err((
                 refuse(
@@ -375,6 +430,17 @@ fn route(
             ));
         }
     }
+    // The node's access policy (node > projects > tenant > defaults) refuses early, with
+    // the level that decided.
+    let policy = crate::policy::effective(state.store.as_ref(), &node).map_err(|e| {
+        (
+            refuse(reset_code::INTERNAL, format!("store error: {e}")),
+            Some(ctx.clone()),
+        )
+    })?;
+    policy
+        .check(asked.request(target))
+        .map_err(|why| (refuse(reset_code::DENIED, why), Some(ctx.clone())))?;
     let token = match &caller {
         Caller::Token(t) => {
             let cut = state
@@ -404,6 +470,31 @@ fn route(
         what,
         token,
     })
+}
+
+/// What a stream asks for, as far as access policies care.
+enum Asked {
+    Tcp,
+    Exec,
+    Shell,
+    File(String),
+    /// `ls`/`cat` name a path.
+    Query(Option<String>),
+    Action,
+}
+
+impl Asked {
+    fn request<'a>(&'a self, target: &'a str) -> adit_api::policy::Request<'a> {
+        use adit_api::policy::Request;
+        match self {
+            Asked::Tcp => Request::Tcp(target),
+            Asked::Exec => Request::Exec,
+            Asked::Shell => Request::Shell,
+            Asked::File(path) => Request::File(path),
+            Asked::Query(path) => Request::Query(path.as_deref()),
+            Asked::Action => Request::Action,
+        }
+    }
 }
 
 /// Audit context known before a route is complete.
@@ -491,6 +582,43 @@ pub(crate) async fn relay_to_agent<C>(
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    // Session endpoints obey the node's access policy like every other stream.
+    let node = state
+        .store
+        .node(r.tenant_id, r.node_id)
+        .map_err(|e| format!("store error: {e}"))?
+        .ok_or_else(|| format!("node '{}' no longer exists", r.node_name))?;
+    let checked = crate::policy::effective(state.store.as_ref(), &node)
+        .map_err(|e| format!("store error: {e}"))
+        .and_then(|p| p.check(adit_api::policy::Request::Tcp(r.target)));
+    if let Err(why) = checked {
+        Metrics::inc(&state.metrics.streams_denied);
+        let detail = json!({ "kind": kinds::TCP, "target": r.target, "reason": why });
+        match r.session {
+            Some(ses) => crate::audit::record_in_session(
+                state,
+                r.tenant_id,
+                r.actor,
+                Some(peer),
+                Some(r.node_id),
+                ses,
+                crate::audit::STREAM_OPEN,
+                crate::audit::DENIED,
+                detail,
+            ),
+            None => crate::audit::record(
+                state,
+                r.tenant_id,
+                r.actor,
+                Some(peer),
+                Some(r.node_id),
+                crate::audit::STREAM_OPEN,
+                crate::audit::DENIED,
+                detail,
+            ),
+        }
+        return Err(why);
+    }
     let tcp = StreamKind {
         kind: kinds::TCP,
         what: json!({}),
@@ -547,6 +675,7 @@ where
     Metrics::inc(&state.metrics.streams_total);
     Metrics::inc(&state.metrics.streams_active);
     state.node_streams.opened(r.node_id);
+    count_command(state, &r, &stream, peer);
     let started = Instant::now();
     // Large buffers: fewer, fuller DATA frames and fewer wake-ups per byte.
     let mut scanner = (stream.kind != kinds::TCP).then(adit_api::toolbox::ExitScanner::new);
@@ -610,7 +739,7 @@ where
         }
     }
     if stream.kind == kinds::TCP {
-        detail["access"] = json!(access_of(r.target));
+        detail["access"] = json!(Access::of(r.target).as_str());
     }
     if let Some(code) = scanner.as_ref().and_then(|s| s.exit_code()) {
         detail["exit_code"] = json!(code);
@@ -648,20 +777,47 @@ where
     }
 }
 
-/// `device` when a TCP target is the device itself (loopback), else `external`: an
-/// app on the device's network or beyond (issue 5's "app or external access").
-fn access_of(target: &str) -> &'static str {
-    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
-        "device"
-    } else {
-        "external"
-    }
+/// Counts the command in the node's stored counts (device, app or external) and makes
+/// it the node's last command ([`crate::commands`], written in batches).
+fn count_command(state: &AppState, r: &Relay<'_>, stream: &StreamKind<'_>, peer: SocketAddr) {
+    let access = match stream.kind {
+        kinds::TCP => Access::of(r.target),
+        // Toolbox streams run on the device itself.
+        _ => Access::Device,
+    };
+    let what = match stream.kind {
+        kinds::TCP => r.target.to_owned(),
+        _ => {
+            let w = &stream.what;
+            let text = |k: &str| w.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            let line = match stream.kind {
+                kinds::EXEC => text("command").to_owned(),
+                kinds::FILE => format!("{} {}", text("op"), text("path")),
+                kinds::QUERY => format!("{} {}", text("query"), text("args")),
+                kinds::ACTION => {
+                    let args: Vec<&str> = w
+                        .get("args")
+                        .and_then(|v| v.as_array())
+                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    std::iter::once(text("action"))
+                        .chain(args)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+                _ => String::new(),
+            };
+            line.trim().chars().take(512).collect()
+        }
+    };
+    let last = LastCommand {
+        kind: stream.kind.to_owned(),
+        what,
+        actor: r.actor.to_owned(),
+        source: Some(peer.to_string()),
+        at: adit_store::now_millis(),
+    };
+    state.commands.record(r.tenant_id, r.node_id, access, last);
 }
 
 /// Copies both ways like `copy_bidirectional` (EOF on one side half-closes the other),
@@ -730,16 +886,24 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::access_of;
+    use adit_api::toolbox::ActionInfo;
 
     #[test]
-    fn loopback_targets_are_device_access() {
-        assert_eq!(access_of("127.0.0.1:22"), "device");
-        assert_eq!(access_of("127.1.2.3:22"), "device");
-        assert_eq!(access_of("localhost:80"), "device");
-        assert_eq!(access_of("[::1]:80"), "device");
-        assert_eq!(access_of("192.168.1.10:80"), "external");
-        assert_eq!(access_of("printer.lan:631"), "external");
-        assert_eq!(access_of("[fd00::2]:80"), "external");
+    fn reported_actions_are_bounded() {
+        let a = |name: &str, description: &str| ActionInfo {
+            name: name.into(),
+            description: description.into(),
+            destructive: false,
+        };
+        let many: Vec<ActionInfo> = (0..100).map(|i| a(&format!("a{i}"), "x")).collect();
+        assert_eq!(super::stored_actions(&many).len(), super::MAX_NODE_ACTIONS);
+        let odd = [a("Bad Name", ""), a("ok", &"\u{7}d".repeat(500))];
+        let kept = super::stored_actions(&odd);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].description.chars().count(),
+            super::MAX_ACTION_DESCRIPTION
+        );
+        assert!(!kept[0].description.chars().any(char::is_control));
     }
 }

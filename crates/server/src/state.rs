@@ -66,6 +66,8 @@ pub struct AppState {
     pub node_streams: Arc<NodeStreams>,
     /// Node presence, written in batches.
     pub presence: Arc<crate::presence::Presence>,
+    /// Per-node command counts, written in batches.
+    pub commands: Arc<crate::commands::Commands>,
 }
 
 /// Stream counts per node id, in memory (this server since it started).
@@ -117,6 +119,7 @@ impl AppState {
     ) -> Self {
         Self {
             presence: Arc::new(crate::presence::Presence::new(store.clone())),
+            commands: Arc::new(crate::commands::Commands::new(store.clone())),
             store,
             ca: Arc::new(ca),
             signer: Arc::new(signer),

@@ -317,6 +317,7 @@ fn case(endpoint: &'static str, path: String, body: Option<Value>, expect: Expec
         "POST" => Method::POST,
         "DELETE" => Method::DELETE,
         "PATCH" => Method::PATCH,
+        "PUT" => Method::PUT,
         m => panic!("method {m}"),
     };
     Case {
@@ -536,6 +537,50 @@ fn matrix(a: &Tenant, b: &Tenant) -> Vec<Case> {
             None,
             NotFound,
         ),
+        case("GET /v1/policies", "/v1/policies".into(), None, Ok),
+        // A's own tenant policy: it must not show up in (or change) B's.
+        case(
+            "PUT /v1/policies/{scope}",
+            "/v1/policies/tenant".into(),
+            Some(json!({"exec": "deny"})),
+            Ok,
+        ),
+        case(
+            "PUT /v1/policies/{scope}",
+            format!("/v1/policies/node:{}", b.node_id),
+            Some(json!({"exec": "allow"})),
+            NotFound,
+        ),
+        case(
+            "PUT /v1/policies/{scope}",
+            format!("/v1/policies/node:{}", b.node_name),
+            Some(json!({"exec": "allow"})),
+            NotFound,
+        ),
+        case(
+            "DELETE /v1/policies/{scope}",
+            format!("/v1/policies/node:{}", b.node_id),
+            None,
+            NotFound,
+        ),
+        case(
+            "DELETE /v1/policies/{scope}",
+            format!("/v1/policies/node:{}", b.node_name),
+            None,
+            NotFound,
+        ),
+        case(
+            "GET /v1/nodes/{node}/policy",
+            format!("/v1/nodes/{}/policy", b.node_id),
+            None,
+            NotFound,
+        ),
+        case(
+            "GET /v1/nodes/{node}/policy",
+            format!("/v1/nodes/{}/policy", b.node_name),
+            None,
+            NotFound,
+        ),
     ]
 }
 
@@ -638,6 +683,17 @@ async fn tenant_isolation_matrix() {
             store.list_join_tokens(&b.id).unwrap().len(),
             b_tokens_before
         );
+        // B's policies are only B's own (A's PUT landed in A).
+        assert!(store
+            .list_policies(&b.id)
+            .unwrap()
+            .iter()
+            .all(|p| p.updated_by == b.admin_name && p.tenant_id == b.id));
+        assert!(store
+            .list_policies(&a.id)
+            .unwrap()
+            .iter()
+            .any(|p| p.level == adit_store::PolicyLevel::Tenant));
         // Nothing A did was written to B's audit log.
         assert_eq!(
             store
@@ -711,6 +767,9 @@ fn matrix_names_every_endpoint() {
         SESSION_TOKEN,
         API_TOKENS,
         API_TOKEN,
+        POLICIES,
+        POLICY,
+        NODE_POLICY,
     ];
     let dummy = |name: &str| Tenant {
         name: name.into(),

@@ -23,6 +23,7 @@ pub use model::{
     NewEnrollment, Node, NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind,
     User, AUDIT_LIMIT_MAX, DEFAULT_TUNNEL_MODE, ROLES,
 };
+pub use model::{LastCommand, NodeAction, NodeCommands, Policy, PolicyLevel};
 pub use model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
     REMOTE_ACCESS_ID_PREFIX, REMOTE_ACCESS_LIMIT_MAX,

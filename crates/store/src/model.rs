@@ -191,6 +191,17 @@ pub struct Node {
     pub tunnel_mode: String,
     pub revoked_at: Option<Millis>,
     pub created_at: Millis,
+    /// Device actions the agent reported.
+    pub actions: Vec<NodeAction>,
+}
+
+/// A device action an agent's configuration defines (its command stays on the device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAction {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub destructive: bool,
 }
 
 /// What an agent reports about itself when it connects; replaces the node's previous facts.
@@ -201,6 +212,74 @@ pub struct NodeFacts {
     pub hostname: Option<String>,
     pub addresses: Vec<String>,
     pub tunnel_mode: String,
+    pub actions: Vec<NodeAction>,
+}
+
+// === policies ===
+
+/// The level a [`Policy`] is defined at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyLevel {
+    Tenant,
+    Project,
+    Node,
+}
+
+impl PolicyLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyLevel::Tenant => "tenant",
+            PolicyLevel::Project => "project",
+            PolicyLevel::Node => "node",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tenant" => Some(PolicyLevel::Tenant),
+            "project" => Some(PolicyLevel::Project),
+            "node" => Some(PolicyLevel::Node),
+            _ => None,
+        }
+    }
+}
+
+/// One scope's access policy. The store keeps `rules` as given (the control plane
+/// validates and interprets them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub tenant_id: String,
+    pub level: PolicyLevel,
+    /// `""` for the tenant, the canonical label selector (`k=v,k2=v2`) of a project, the
+    /// node's id.
+    pub scope_key: String,
+    /// A JSON object.
+    pub rules: serde_json::Value,
+    pub updated_by: String,
+    pub updated_at: Millis,
+}
+
+// === per-node command counts ===
+
+/// The last command of [`NodeCommands`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastCommand {
+    pub kind: String,
+    pub what: String,
+    pub actor: String,
+    pub source: Option<String>,
+    pub at: Millis,
+}
+
+/// Commands relayed to one node, by access class, and the most recent one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCommands {
+    pub node_id: String,
+    pub device: u64,
+    pub app: u64,
+    pub external: u64,
+    pub last: Option<LastCommand>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

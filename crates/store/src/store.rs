@@ -9,6 +9,7 @@ use crate::model::{
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
 };
+use crate::model::{NodeCommands, Policy, PolicyLevel};
 
 /// Persistent state of an Adit deployment.
 ///
@@ -258,4 +259,30 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         now: Millis,
     ) -> Result<bool, StoreError>;
+
+    // === policies ===
+
+    /// Creates or replaces the policy of `(tenant_id, level, scope_key)`.
+    /// [`StoreError::NotFound`] if the tenant does not exist, or for a node policy if the
+    /// tenant has no node with id `scope_key`; [`StoreError::InvalidInput`] if a tenant
+    /// policy has a scope key or another one has none.
+    fn put_policy(&self, policy: &Policy) -> Result<(), StoreError>;
+    /// Removes a policy; `false` if the tenant has none at that scope.
+    fn delete_policy(
+        &self,
+        tenant_id: &str,
+        level: PolicyLevel,
+        scope_key: &str,
+    ) -> Result<bool, StoreError>;
+    /// The tenant's policies: the tenant's, then projects, then nodes, each by scope key.
+    fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>, StoreError>;
+
+    // === per-node command counts ===
+
+    /// Adds each entry's counts to its node's (the entry's `node_id` in `tenant_id`) and
+    /// makes its `last` the node's last command unless a later one is recorded, all in
+    /// one transaction. Entries whose node is not one of that tenant are skipped.
+    fn apply_node_commands(&self, batch: &[(String, NodeCommands)]) -> Result<(), StoreError>;
+    /// The command counts of the tenant's nodes that have any, by node id.
+    fn node_commands(&self, tenant_id: &str) -> Result<Vec<NodeCommands>, StoreError>;
 }

@@ -15,6 +15,7 @@ use crate::{
     NewEnrollment, NewRemoteAccess, Node, NodeFacts, NodeStatus, PresenceUpdate, RemoteAccess,
     RemoteAccessFilter, RemoteAccessState, StatusIndicator, Store, StoreError, TokenKind,
 };
+use crate::{LastCommand, NodeAction, NodeCommands, Policy, PolicyLevel};
 
 /// A named conformance case.
 pub type Case = (&'static str, fn(Arc<dyn Store>));
@@ -47,6 +48,8 @@ pub const CASES: &[Case] = &[
     ),
     ("issued_tokens_round_trip", issued_tokens_round_trip),
     ("presence_batches", presence_batches),
+    ("policies_round_trip", policies_round_trip),
+    ("node_commands_count", node_commands_count),
 ];
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -289,6 +292,7 @@ fn enrollment(tenant_id: &str, token_id: &str, node_id: &str, name: &str) -> New
             hostname: Some(name.to_owned()),
             addresses: vec!["192.0.2.10".to_owned()],
             tunnel_mode: "persistent".to_owned(),
+            actions: Vec::new(),
         },
         cert: CertificateRecord {
             serial: format!("serial-{node_id}"),
@@ -481,7 +485,13 @@ pub fn nodes_round_trip(store: Arc<dyn Store>) {
         hostname: Some("pump7.local".into()),
         addresses: vec!["10.0.0.7".into(), "fd00::7".into()],
         tunnel_mode: "on-demand".into(),
+        actions: vec![NodeAction {
+            name: "reboot".into(),
+            description: "Reboot the pump".into(),
+            destructive: true,
+        }],
     };
+    assert!(n.actions.is_empty());
     store.update_node_facts(&n.id, &facts).unwrap();
     store
         .set_node_status(&n.id, NodeStatus::Online, 5_000)
@@ -493,6 +503,7 @@ pub fn nodes_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.hostname.as_deref(), Some("pump7.local"));
     assert_eq!(got.addresses, facts.addresses);
     assert_eq!(got.tunnel_mode, "on-demand");
+    assert_eq!(got.actions, facts.actions);
     assert_eq!(got.status, NodeStatus::Online);
     assert_eq!(got.last_seen, Some(5_000));
     assert_eq!(got.cert_serial.as_deref(), Some("01ab"));
@@ -1530,6 +1541,7 @@ pub fn presence_batches(store: Arc<dyn Store>) {
         hostname: Some("host-a".into()),
         addresses: vec!["192.0.2.1".into()],
         tunnel_mode: "on-demand".into(),
+        actions: Vec::new(),
     };
     store
         .apply_presence(&[
@@ -1568,4 +1580,150 @@ pub fn presence_batches(store: Arc<dyn Store>) {
     let b = store.node(&t.id, &b.id).unwrap().unwrap();
     assert_eq!((b.status, b.last_seen), (NodeStatus::Offline, Some(12)));
     store.apply_presence(&[]).unwrap();
+}
+
+fn policy(tenant_id: &str, level: PolicyLevel, key: &str, rules: serde_json::Value) -> Policy {
+    Policy {
+        tenant_id: tenant_id.to_owned(),
+        level,
+        scope_key: key.to_owned(),
+        rules,
+        updated_by: "admin".to_owned(),
+        updated_at: 1_000,
+    }
+}
+
+/// Policies: upsert by scope, list in level order, delete, tenant isolation, and
+/// node policies only for the tenant's own nodes.
+pub fn policies_round_trip(store: Arc<dyn Store>) {
+    use serde_json::json;
+    let a = store.create_tenant("a").unwrap();
+    let b = store.create_tenant("b").unwrap();
+    let na = store.create_node(&a.id, "n", &Labels::new()).unwrap();
+    let nb = store.create_node(&b.id, "n", &Labels::new()).unwrap();
+    assert!(store.list_policies(&a.id).unwrap().is_empty());
+
+    let node = policy(&a.id, PolicyLevel::Node, &na.id, json!({"exec": "allow"}));
+    let project = policy(
+        &a.id,
+        PolicyLevel::Project,
+        "env=prod",
+        json!({"app": "deny"}),
+    );
+    let tenant = policy(&a.id, PolicyLevel::Tenant, "", json!({"exec": "deny"}));
+    for p in [&node, &project, &tenant] {
+        store.put_policy(p).unwrap();
+    }
+    assert_eq!(
+        store.list_policies(&a.id).unwrap(),
+        vec![tenant.clone(), project.clone(), node.clone()]
+    );
+    // Replacing keeps one row per scope.
+    let mut tenant2 = tenant.clone();
+    tenant2.rules = json!({"shell": "deny"});
+    tenant2.updated_at = 2_000;
+    store.put_policy(&tenant2).unwrap();
+    let got = store.list_policies(&a.id).unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0], tenant2);
+
+    // B sees none of A's, and cannot attach a policy to A's node.
+    assert!(store.list_policies(&b.id).unwrap().is_empty());
+    assert!(is_not_found(store.put_policy(&policy(
+        &b.id,
+        PolicyLevel::Node,
+        &na.id,
+        json!({})
+    ))));
+    assert!(!store.delete_policy(&b.id, PolicyLevel::Tenant, "").unwrap());
+    store
+        .put_policy(&policy(
+            &b.id,
+            PolicyLevel::Node,
+            &nb.id,
+            json!({"file": "deny"}),
+        ))
+        .unwrap();
+    assert_eq!(store.list_policies(&a.id).unwrap().len(), 3);
+    assert!(is_not_found(store.put_policy(&policy(
+        "no-such-tenant",
+        PolicyLevel::Tenant,
+        "",
+        json!({})
+    ))));
+    assert!(matches!(
+        store.put_policy(&policy(&a.id, PolicyLevel::Tenant, "x", json!({}))),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.put_policy(&policy(&a.id, PolicyLevel::Project, "", json!({}))),
+        Err(StoreError::InvalidInput(_))
+    ));
+
+    assert!(store
+        .delete_policy(&a.id, PolicyLevel::Project, "env=prod")
+        .unwrap());
+    assert!(!store
+        .delete_policy(&a.id, PolicyLevel::Project, "env=prod")
+        .unwrap());
+    assert_eq!(store.list_policies(&a.id).unwrap().len(), 2);
+    assert_eq!(store.list_policies(&b.id).unwrap().len(), 1);
+}
+
+/// Command counts per node and class, added in batches; the last command is the latest
+/// by time; tenants are isolated.
+pub fn node_commands_count(store: Arc<dyn Store>) {
+    let a = store.create_tenant("a").unwrap();
+    let b = store.create_tenant("b").unwrap();
+    let n = store.create_node(&a.id, "n", &Labels::new()).unwrap();
+    let m = store.create_node(&a.id, "m", &Labels::new()).unwrap();
+    assert!(store.node_commands(&a.id).unwrap().is_empty());
+    let delta = |node: &str, (device, app, external), kind: &str, what: &str, at| NodeCommands {
+        node_id: node.into(),
+        device,
+        app,
+        external,
+        last: Some(LastCommand {
+            kind: kind.into(),
+            what: what.into(),
+            actor: "alice".into(),
+            source: Some("192.0.2.9:5000".into()),
+            at,
+        }),
+    };
+    store
+        .apply_node_commands(&[
+            (a.id.clone(), delta(&n.id, (1, 0, 0), "exec", "uptime", 10)),
+            (a.id.clone(), delta(&m.id, (1, 0, 0), "shell", "", 5)),
+            // Another tenant's entry for A's node, and an unknown node: skipped.
+            (b.id.clone(), delta(&n.id, (5, 5, 5), "exec", "evil", 99)),
+            (
+                a.id.clone(),
+                delta("no-such-node", (1, 0, 0), "exec", "x", 1),
+            ),
+        ])
+        .unwrap();
+    store
+        .apply_node_commands(&[(
+            a.id.clone(),
+            delta(&n.id, (0, 1, 0), "tcp", "10.0.0.5:502", 30),
+        )])
+        .unwrap();
+    // An older command arriving late counts but does not become the last one.
+    store
+        .apply_node_commands(&[(a.id.clone(), delta(&n.id, (0, 0, 1), "tcp", "x:1", 20))])
+        .unwrap();
+    store.apply_node_commands(&[]).unwrap();
+    let got = store.node_commands(&a.id).unwrap();
+    assert_eq!(got.len(), 2);
+    let gn = got.iter().find(|c| c.node_id == n.id).unwrap();
+    assert_eq!((gn.device, gn.app, gn.external), (1, 1, 1));
+    let last = gn.last.as_ref().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.what.as_str(), last.at),
+        ("tcp", "10.0.0.5:502", 30)
+    );
+    assert_eq!(last.actor, "alice");
+    assert_eq!(last.source.as_deref(), Some("192.0.2.9:5000"));
+    assert!(store.node_commands(&b.id).unwrap().is_empty());
 }

@@ -9,6 +9,7 @@ mod fanout;
 mod forward;
 mod inspect;
 mod nodes;
+mod policy;
 mod query;
 mod roles;
 mod session;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Status => session::status(&ctx).await,
         Command::Tokens(cmd) => tokens::run(&ctx, cmd).await,
         Command::Nodes(cmd) => nodes::run(&ctx, cmd).await,
+        Command::Policy(cmd) => policy::run(&ctx, cmd).await,
         Command::Ssh(args) => ssh::ssh(&ctx, args),
         Command::Forward(args) => forward::forward(&ctx, args).await,
         Command::ProxyStdio(args) => forward::proxy_stdio(&ctx, args).await,

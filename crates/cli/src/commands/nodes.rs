@@ -3,8 +3,10 @@
 use std::io::IsTerminal as _;
 use std::time::SystemTime;
 
-use adit_api::{paths, NodeInfo};
+use adit_api::toolbox::{ActionSpec, Frame};
+use adit_api::{kinds, paths, NodeInfo};
 use anyhow::Result;
+use tokio::io::AsyncWriteExt as _;
 
 use super::Ctx;
 use crate::cli::NodesCommand;
@@ -20,7 +22,98 @@ pub async fn run(ctx: &Ctx, cmd: NodesCommand) -> Result<u8> {
         NodesCommand::Ls => list(ctx).await,
         NodesCommand::Show { node } => show(ctx, &node).await,
         NodesCommand::Revoke { node, yes } => revoke(ctx, &node, yes).await,
+        NodesCommand::Action {
+            node,
+            action,
+            args,
+            yes,
+        } => run_action(ctx, &node, action, args, yes).await,
     }
+}
+
+/// Runs a device action: checked against what the node's agent reported (so a typo or a
+/// missing `--yes` is explained before anything is sent), then one `action` stream whose
+/// output and exit status are the hook's. The agent checks again and has the final say.
+async fn run_action(
+    ctx: &Ctx,
+    node: &str,
+    action: String,
+    args: Vec<String>,
+    yes: bool,
+) -> Result<u8> {
+    let spec = ActionSpec {
+        name: action,
+        args,
+        confirmed: yes,
+    };
+    spec.validate().map_err(UsageError)?;
+    let (_, api) = ctx.api()?;
+    let info: NodeInfo = api.get(&path_with(paths::NODE, "node", node)).await?;
+    let listed = || {
+        info.actions
+            .iter()
+            .map(|a| {
+                let d = if a.destructive { " (destructive)" } else { "" };
+                if a.description.is_empty() {
+                    format!("  {}{d}", a.name)
+                } else {
+                    format!("  {}{d}: {}", a.name, a.description)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let Some(known) = info.actions.iter().find(|a| a.name == spec.name) else {
+        return Err(UsageError(if info.actions.is_empty() {
+            format!(
+                "node {} reports no device actions; its agent defines them in agent.toml \
+                 ([actions.NAME] with command = [...]) or with --action NAME=CMD",
+                info.name
+            )
+        } else {
+            format!(
+                "node {} has no action `{}`; its actions:\n{}",
+                info.name,
+                spec.name,
+                listed()
+            )
+        })
+        .into());
+    };
+    if known.destructive && !yes {
+        return Err(UsageError(format!(
+            "action `{}` on node {} is destructive{}; pass --yes to run it",
+            spec.name,
+            info.name,
+            if known.description.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", known.description)
+            }
+        ))
+        .into());
+    }
+    let target = super::exec::toolbox_target(&info.name, &spec)?;
+    let dialer = ctx.dialer()?;
+    let connection = dialer.connect().await?;
+    let stream = dialer.open_stream(&connection, kinds::ACTION, target)?;
+    let (read, mut write) = tokio::io::split(stream);
+    // Actions read no input.
+    write.write_all(&Frame::Eof.to_bytes()).await?;
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let result = super::exec::receive(read, &mut stdout, Some(&mut stderr)).await;
+    drop(write);
+    connection.finish().await;
+    let code =
+        result.map_err(|e| e.context(format!("action {} on node {}", spec.name, info.name)))?;
+    if code != 0 && !ctx.json() {
+        eprintln!(
+            "action {} on node {} exited with status {code}",
+            spec.name, info.name
+        );
+    }
+    Ok(super::exec::exit_status(code))
 }
 
 async fn list(ctx: &Ctx) -> Result<u8> {
@@ -132,5 +225,48 @@ pub fn render_node(n: &NodeInfo, now: SystemTime) -> String {
             ),
         ),
         ("last stream", time(n.activity.last_stream_at)),
+        (
+            "commands",
+            format!(
+                "{} device, {} app, {} external",
+                n.commands.device, n.commands.app, n.commands.external
+            ),
+        ),
+        (
+            "last command",
+            n.commands.last.as_ref().map_or("-".into(), |l| {
+                format!(
+                    "{} {} by {}{} {}",
+                    l.kind,
+                    if l.what.is_empty() { "-" } else { &l.what },
+                    l.actor,
+                    l.source
+                        .as_deref()
+                        .map_or(String::new(), |s| format!(" from {s}")),
+                    format_time_and_relative(l.at, now)
+                )
+            }),
+        ),
+        (
+            "actions",
+            if n.actions.is_empty() {
+                "-".into()
+            } else {
+                n.actions
+                    .iter()
+                    .map(|a| {
+                        let mut s = a.name.clone();
+                        if a.destructive {
+                            s.push_str(" (destructive)");
+                        }
+                        if !a.description.is_empty() {
+                            s.push_str(&format!(": {}", a.description));
+                        }
+                        s
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        ),
     ])
 }

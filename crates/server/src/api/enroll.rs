@@ -313,5 +313,6 @@ fn store_facts(f: &adit_api::NodeFacts) -> Result<adit_store::NodeFacts, ApiFail
         } else {
             f.tunnel_mode.clone()
         },
+        actions: crate::proxy::stored_actions(&f.actions),
     })
 }

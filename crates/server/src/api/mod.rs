@@ -12,6 +12,7 @@ mod error;
 mod join_tokens;
 mod nodes;
 mod openapi;
+mod policies;
 mod remote_access;
 mod roles;
 mod session;
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 
 pub use error::{ApiFailure, ApiJson};
@@ -99,6 +100,12 @@ pub fn router(state: AppState) -> Router {
             post(tokens::create_api).get(tokens::list_api),
         )
         .route(&axum_path(paths::API_TOKEN), delete(tokens::revoke_api))
+        .route(paths::POLICIES, get(policies::list))
+        .route(
+            &axum_path(paths::POLICY),
+            put(policies::put).delete(policies::delete),
+        )
+        .route(&axum_path(paths::NODE_POLICY), get(policies::effective))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -3,7 +3,7 @@
 //! A node the caller may not read is reported exactly like a node that does not exist.
 
 use adit_api::{NodeActivity, NodeInfo};
-use adit_store::{Node, RemoteAccess, RemoteAccessFilter, RemoteAccessState};
+use adit_store::{Node, NodeCommands, RemoteAccess, RemoteAccessFilter, RemoteAccessState};
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::json;
@@ -31,13 +31,48 @@ pub fn node_info(node: &Node) -> NodeInfo {
         revoked_at: node.revoked_at,
         created_at: node.created_at,
         activity: Default::default(),
+        actions: node
+            .actions
+            .iter()
+            .map(|a| adit_api::toolbox::ActionInfo {
+                name: a.name.clone(),
+                description: a.description.clone(),
+                destructive: a.destructive,
+            })
+            .collect(),
+        commands: Default::default(),
+    }
+}
+
+/// The API view of a node's command counts.
+fn commands_info(c: &NodeCommands) -> adit_api::NodeCommands {
+    adit_api::NodeCommands {
+        device: c.device,
+        app: c.app,
+        external: c.external,
+        last: c.last.as_ref().map(|l| adit_api::LastCommand {
+            kind: l.kind.clone(),
+            what: l.what.clone(),
+            actor: l.actor.clone(),
+            source: l.source.clone(),
+            at: l.at,
+        }),
     }
 }
 
 /// [`node_info`] with the node's live sessions (from `sessions`, the live remote-access
-/// configurations of its tenant) and this server's stream counts.
-fn node_info_live(state: &AppState, node: &Node, sessions: &[RemoteAccess]) -> NodeInfo {
+/// configurations of its tenant), this server's stream counts and the stored command
+/// counts (from `commands`, those of its tenant).
+fn node_info_live(
+    state: &AppState,
+    node: &Node,
+    sessions: &[RemoteAccess],
+    commands: &[NodeCommands],
+) -> NodeInfo {
     let mut info = node_info(node);
+    if let Some(c) = commands.iter().find(|c| c.node_id == node.id) {
+        info.commands = commands_info(c);
+    }
     let started: Vec<&RemoteAccess> = sessions
         .iter()
         .filter(|r| r.instance == node.id && r.current_state == RemoteAccessState::Started)
@@ -98,11 +133,12 @@ pub(super) async fn list(
     }
     let nodes = state.store.list_nodes(&p.tenant_id)?;
     let sessions = started_sessions(&state, &p.tenant_id, None)?;
+    let commands = state.store.node_commands(&p.tenant_id)?;
     Ok(Json(
         nodes
             .iter()
             .filter(|n| allowed(&p, Permission::ReadNodes, Some(n)))
-            .map(|n| node_info_live(&state, n, &sessions))
+            .map(|n| node_info_live(&state, n, &sessions, &commands))
             .collect(),
     ))
 }
@@ -114,7 +150,8 @@ pub(super) async fn get(
 ) -> Result<Json<NodeInfo>, ApiFailure> {
     let node = visible_node(&state, &p, &key)?;
     let sessions = started_sessions(&state, &p.tenant_id, Some(&node.id))?;
-    Ok(Json(node_info_live(&state, &node, &sessions)))
+    let commands = state.store.node_commands(&p.tenant_id)?;
+    Ok(Json(node_info_live(&state, &node, &sessions, &commands)))
 }
 
 pub(super) async fn revoke(

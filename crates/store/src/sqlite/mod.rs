@@ -20,6 +20,7 @@ use crate::model::{
     NewEnrollment, Node, NodeFacts, NodeStatus, PresenceUpdate, RoleBinding, Tenant, TokenKind,
     User, DEFAULT_TUNNEL_MODE, ROLES,
 };
+use crate::model::{LastCommand, NodeCommands, Policy, PolicyLevel};
 use crate::model::{
     NewRemoteAccess, RemoteAccess, RemoteAccessFilter, RemoteAccessState, StatusIndicator,
     REMOTE_ACCESS_ID_PREFIX,
@@ -351,7 +352,7 @@ fn token_row(row: &Row<'_>) -> Result<JoinTokenRecord, StoreError> {
 
 const NODE_COLS: &str = "id, tenant_id, name, labels, status, last_seen, agent_version, os, \
                          hostname, addresses, cert_serial, cert_not_after, tunnel_mode, \
-                         revoked_at, created_at";
+                         revoked_at, created_at, actions";
 
 fn node_row(row: &Row<'_>) -> Result<Node, StoreError> {
     const W: &str = "node";
@@ -359,6 +360,7 @@ fn node_row(row: &Row<'_>) -> Result<Node, StoreError> {
     let labels: String = col(row, 3, W)?;
     let status: String = col(row, 4, W)?;
     let addresses: String = col(row, 9, W)?;
+    let actions: String = col(row, 15, W)?;
     Ok(Node {
         tenant_id: col(row, 1, W)?,
         name: col(row, 2, W)?,
@@ -376,6 +378,7 @@ fn node_row(row: &Row<'_>) -> Result<Node, StoreError> {
         tunnel_mode: col(row, 12, W)?,
         revoked_at: col(row, 13, W)?,
         created_at: col(row, 14, W)?,
+        actions: from_json(&actions, &format!("actions of node {id}"))?,
         id,
     })
 }
@@ -843,6 +846,7 @@ impl Store for SqliteStore {
         )
         .map_err(backend("setting node certificate"))?;
         let addresses = to_json(&e.facts.addresses, "node addresses")?;
+        let actions = to_json(&e.facts.actions, "node actions")?;
         tx.execute(
             SET_NODE_FACTS,
             params![
@@ -851,7 +855,8 @@ impl Store for SqliteStore {
                 e.facts.os,
                 e.facts.hostname,
                 addresses,
-                e.facts.tunnel_mode
+                e.facts.tunnel_mode,
+                actions
             ],
         )
         .map_err(backend("updating node facts"))?;
@@ -870,6 +875,7 @@ impl Store for SqliteStore {
             hostname: e.facts.hostname.clone(),
             addresses: e.facts.addresses.clone(),
             tunnel_mode: e.facts.tunnel_mode.clone(),
+            actions: e.facts.actions.clone(),
             ..node
         };
         Ok((token, node))
@@ -944,6 +950,7 @@ impl Store for SqliteStore {
 
     fn update_node_facts(&self, node_id: &str, facts: &NodeFacts) -> Result<(), StoreError> {
         let addresses = to_json(&facts.addresses, "node addresses")?;
+        let actions = to_json(&facts.actions, "node actions")?;
         exec_one(
             &self.lock(),
             SET_NODE_FACTS,
@@ -953,7 +960,8 @@ impl Store for SqliteStore {
                 facts.os,
                 facts.hostname,
                 addresses,
-                facts.tunnel_mode
+                facts.tunnel_mode,
+                actions
             ],
             || format!("node {node_id}"),
             "updating node facts",
@@ -996,6 +1004,7 @@ impl Store for SqliteStore {
                 }
                 PresenceUpdate::Facts { node_id, facts } => {
                     let addresses = to_json(&facts.addresses, "node addresses")?;
+                    let actions = to_json(&facts.actions, "node actions")?;
                     tx.prepare_cached(SET_NODE_FACTS)
                         .and_then(|mut st| {
                             st.execute(params![
@@ -1004,7 +1013,8 @@ impl Store for SqliteStore {
                                 facts.os,
                                 facts.hostname,
                                 addresses,
-                                facts.tunnel_mode
+                                facts.tunnel_mode,
+                                actions
                             ])
                         })
                         .map_err(backend("updating node facts"))?;
@@ -1428,6 +1438,210 @@ impl Store for SqliteStore {
             .map_err(backend("revoking a token"))?;
         Ok(n > 0)
     }
+
+    fn put_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        if (policy.level == PolicyLevel::Tenant) != policy.scope_key.is_empty() {
+            return Err(StoreError::InvalidInput(format!(
+                "a {} policy {} a scope key",
+                policy.level.as_str(),
+                if policy.level == PolicyLevel::Tenant {
+                    "has no"
+                } else {
+                    "needs"
+                }
+            )));
+        }
+        let rules = to_json(&policy.rules, "policy rules")?;
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting policy transaction"))?;
+        let tenant: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM tenants WHERE id = ?1",
+                [&policy.tenant_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend("looking up tenant"))?;
+        if tenant.is_none() {
+            return Err(StoreError::NotFound(format!("tenant {}", policy.tenant_id)));
+        }
+        if policy.level == PolicyLevel::Node {
+            let node: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM nodes WHERE tenant_id = ?1 AND id = ?2",
+                    [&policy.tenant_id, &policy.scope_key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend("looking up node"))?;
+            if node.is_none() {
+                return Err(StoreError::NotFound(format!("node {}", policy.scope_key)));
+            }
+        }
+        tx.execute(
+            "INSERT INTO policies (tenant_id, level, scope_key, rules, updated_by, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (tenant_id, level, scope_key) DO UPDATE SET
+                 rules = excluded.rules, updated_by = excluded.updated_by,
+                 updated_at = excluded.updated_at",
+            params![
+                policy.tenant_id,
+                policy.level.as_str(),
+                policy.scope_key,
+                rules,
+                policy.updated_by,
+                policy.updated_at
+            ],
+        )
+        .map_err(backend("storing a policy"))?;
+        tx.commit().map_err(backend("committing a policy"))?;
+        Ok(())
+    }
+
+    fn delete_policy(
+        &self,
+        tenant_id: &str,
+        level: PolicyLevel,
+        scope_key: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "DELETE FROM policies WHERE tenant_id = ?1 AND level = ?2 AND scope_key = ?3",
+                params![tenant_id, level.as_str(), scope_key],
+            )
+            .map_err(backend("deleting a policy"))?;
+        Ok(n > 0)
+    }
+
+    fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>, StoreError> {
+        query_all(
+            &self.lock(),
+            "SELECT tenant_id, level, scope_key, rules, updated_by, updated_at FROM policies
+             WHERE tenant_id = ?1
+             ORDER BY CASE level WHEN 'tenant' THEN 0 WHEN 'project' THEN 1 ELSE 2 END,
+                      scope_key",
+            [tenant_id],
+            policy_row,
+            "listing policies",
+        )
+    }
+
+    fn apply_node_commands(&self, batch: &[(String, NodeCommands)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting command-count transaction"))?;
+        for (tenant_id, c) in batch {
+            let exists: Option<i64> = tx
+                .prepare_cached("SELECT 1 FROM nodes WHERE tenant_id = ?1 AND id = ?2")
+                .and_then(|mut st| {
+                    st.query_row([tenant_id, &c.node_id], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(backend("looking up node"))?;
+            if exists.is_none() {
+                continue;
+            }
+            let last = c.last.as_ref();
+            tx.prepare_cached(
+                "INSERT INTO node_commands (node_id, tenant_id, device, app, external,
+                     last_kind, last_what, last_actor, last_source, last_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (node_id) DO UPDATE SET
+                     device = device + excluded.device,
+                     app = app + excluded.app,
+                     external = external + excluded.external,
+                     last_kind = CASE WHEN excluded.last_at >= COALESCE(last_at, 0)
+                                 THEN excluded.last_kind ELSE last_kind END,
+                     last_what = CASE WHEN excluded.last_at >= COALESCE(last_at, 0)
+                                 THEN excluded.last_what ELSE last_what END,
+                     last_actor = CASE WHEN excluded.last_at >= COALESCE(last_at, 0)
+                                  THEN excluded.last_actor ELSE last_actor END,
+                     last_source = CASE WHEN excluded.last_at >= COALESCE(last_at, 0)
+                                   THEN excluded.last_source ELSE last_source END,
+                     last_at = MAX(COALESCE(last_at, 0), COALESCE(excluded.last_at, 0))
+                 WHERE node_commands.tenant_id = excluded.tenant_id",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    c.node_id,
+                    tenant_id,
+                    i64::try_from(c.device).unwrap_or(i64::MAX),
+                    i64::try_from(c.app).unwrap_or(i64::MAX),
+                    i64::try_from(c.external).unwrap_or(i64::MAX),
+                    last.map(|l| &l.kind),
+                    last.map(|l| &l.what),
+                    last.map(|l| &l.actor),
+                    last.and_then(|l| l.source.as_ref()),
+                    last.map(|l| l.at)
+                ])
+            })
+            .map_err(backend("counting node commands"))?;
+        }
+        tx.commit().map_err(backend("committing command counts"))?;
+        Ok(())
+    }
+
+    fn node_commands(&self, tenant_id: &str) -> Result<Vec<NodeCommands>, StoreError> {
+        query_all(
+            &self.lock(),
+            "SELECT node_id, device, app, external, last_kind, last_what, last_actor,
+                    last_source, last_at
+             FROM node_commands WHERE tenant_id = ?1 ORDER BY node_id",
+            [tenant_id],
+            node_commands_row,
+            "listing node commands",
+        )
+    }
+}
+
+fn policy_row(row: &Row<'_>) -> Result<Policy, StoreError> {
+    const W: &str = "policy";
+    let level: String = col(row, 1, W)?;
+    let level = PolicyLevel::parse(&level)
+        .ok_or_else(|| StoreError::Corrupt(format!("policy level '{level}'")))?;
+    let scope_key: String = col(row, 2, W)?;
+    let rules: String = col(row, 3, W)?;
+    Ok(Policy {
+        tenant_id: col(row, 0, W)?,
+        level,
+        rules: from_json(&rules, &format!("rules of policy {scope_key}"))?,
+        scope_key,
+        updated_by: col(row, 4, W)?,
+        updated_at: col(row, 5, W)?,
+    })
+}
+
+fn node_commands_row(row: &Row<'_>) -> Result<NodeCommands, StoreError> {
+    const W: &str = "node commands";
+    let count = |i: usize| -> Result<u64, StoreError> {
+        let v: i64 = col(row, i, W)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{W}: count {v}")))
+    };
+    let kind: Option<String> = col(row, 4, W)?;
+    let last = match kind {
+        Some(kind) => Some(LastCommand {
+            kind,
+            what: col::<Option<String>>(row, 5, W)?.unwrap_or_default(),
+            actor: col::<Option<String>>(row, 6, W)?.unwrap_or_default(),
+            source: col(row, 7, W)?,
+            at: col::<Option<i64>>(row, 8, W)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(NodeCommands {
+        node_id: col(row, 0, W)?,
+        device: count(1)?,
+        app: count(2)?,
+        external: count(3)?,
+        last,
+    })
 }
 
 /// One node's status and `last_seen` (`?1` id, `?2` status, `?3` time).
@@ -1488,6 +1702,7 @@ fn new_node(id: String, tenant_id: &str, name: &str, labels: &Labels) -> Node {
         tunnel_mode: DEFAULT_TUNNEL_MODE.to_owned(),
         revoked_at: None,
         created_at: crate::now_millis(),
+        actions: Vec::new(),
     }
 }
 
@@ -1564,9 +1779,10 @@ fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<i64, StoreError
 }
 
 const SET_NODE_STATUS: &str = "UPDATE nodes SET status = ?2, last_seen = ?3 WHERE id = ?1";
-/// One node's reported facts (`?1` id, then version, os, hostname, addresses, mode).
+/// One node's reported facts (`?1` id, then version, os, hostname, addresses, mode,
+/// actions).
 const SET_NODE_FACTS: &str = "UPDATE nodes SET agent_version = ?2, os = ?3, hostname = ?4, \
-                              addresses = ?5, tunnel_mode = ?6 WHERE id = ?1";
+                              addresses = ?5, tunnel_mode = ?6, actions = ?7 WHERE id = ?1";
 
 const ISSUED_COLS: &str = "id, tenant_id, kind, subject, name, created_by, created_at, \
                            expires_at, instances, revoked_at";

@@ -6,8 +6,10 @@
 //!
 //! Version 2 adds `remote_access` (seed 000 `RemoteAccessConfiguration`).
 //!
-//! Planned next migrations (kept out until their crates need them): issued session tokens,
-//! per-scope policies, and proxies (id, address, heartbeat) for peering.
+//! Version 5 adds per-scope policies, node actions and per-node command counts.
+//!
+//! Planned next migrations (kept out until their crates need them): proxies (id, address,
+//! heartbeat) for peering.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -21,6 +23,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     V2_REMOTE_ACCESS,
     V3_ISSUED_TOKENS,
     V4_CREDENTIALS_CHANGED,
+    V5_POLICIES_ACTIONS_COMMANDS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -200,6 +203,41 @@ const V4_CREDENTIALS_CHANGED: &str = r#"
 -- When the user's password last changed (unix ms; 0 = never): access tokens issued
 -- before it are refused, so a changed password logs out every other session.
 ALTER TABLE users ADD COLUMN credentials_changed_at INTEGER NOT NULL DEFAULT 0;
+"#;
+
+const V5_POLICIES_ACTIONS_COMMANDS: &str = r#"
+-- Device actions the node's agent reported (JSON array of {name, description, destructive}).
+ALTER TABLE nodes ADD COLUMN actions TEXT NOT NULL DEFAULT '[]';
+
+-- Access policies per scope: the tenant (scope_key ''), a project (scope_key = the
+-- canonical label selector 'k=v,k2=v2') or a node (scope_key = its id). `rules` is a JSON
+-- object of the flags and lists the scope sets; what it leaves out is inherited.
+CREATE TABLE policies (
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    level       TEXT NOT NULL CHECK (level IN ('tenant', 'project', 'node')),
+    scope_key   TEXT NOT NULL,
+    rules       TEXT NOT NULL,
+    updated_by  TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, level, scope_key),
+    CHECK ((level = 'tenant') = (scope_key = ''))
+);
+
+-- Commands (streams) relayed to each node, by access class, and the last one.
+CREATE TABLE node_commands (
+    node_id      TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    device       INTEGER NOT NULL DEFAULT 0 CHECK (device >= 0),
+    app          INTEGER NOT NULL DEFAULT 0 CHECK (app >= 0),
+    external     INTEGER NOT NULL DEFAULT 0 CHECK (external >= 0),
+    last_kind    TEXT,
+    last_what    TEXT,
+    last_actor   TEXT,
+    last_source  TEXT,
+    last_at      INTEGER,
+    FOREIGN KEY (tenant_id, node_id) REFERENCES nodes(tenant_id, id)
+);
+CREATE INDEX node_commands_by_tenant ON node_commands(tenant_id);
 "#;
 
 pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {

@@ -78,6 +78,8 @@ conformance!(
     remote_access_active_across_tenants,
     issued_tokens_round_trip,
     presence_batches,
+    policies_round_trip,
+    node_commands_count,
 );
 
 #[test]
