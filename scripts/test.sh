@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project. Installs what the tests need
-# (OpenSSH server and client) when missing. Usage: scripts/test.sh [--quick]
+# (OpenSSH server and client, rsync, curl, iproute2, python3, faketime) when missing. Usage: scripts/test.sh [--quick]
 #   --quick  skips the fuzzing run and the release-mode checks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v faketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

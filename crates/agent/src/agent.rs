@@ -409,22 +409,22 @@ impl Agent {
         let mut streams = JoinSet::new();
         loop {
             tokio::select! {
+                // Control messages first: the server's clock must be known before the
+                // grants of streams that arrived with it are checked.
+                biased;
                 _ = &mut shutdown => {
                     drain(tunnel, &mut streams).await;
                     return Served::Shutdown;
                 }
-                accepted = tunnel.accept() => match accepted {
-                    Some((stream, header)) => {
-                        let creds = creds.borrow().clone();
-                        streams.spawn(crate::stream::handle(stream, header, creds, self.allow.clone(), self.clocks.clone()));
-                    }
-                    None => return Served::Closed(tunnel.closed().await),
-                },
                 message = tunnel.recv_control() => match message {
                     Some(bytes) => match ControlMessage::decode(&bytes) {
                         Ok(ControlMessage::SessionExpiry { session, until }) => {
                             tracing::info!(%session, until, "session end moved");
                             self.clocks.set(&session, until);
+                        }
+                        Ok(ControlMessage::Clock { now }) => {
+                            let offset_ms = crate::clock::observe(now);
+                            tracing::debug!(offset_ms, "server clock");
                         }
                         Ok(ControlMessage::RenewSoon { not_after }) => {
                             tracing::info!(not_after, "server says the certificate must be renewed");
@@ -433,6 +433,13 @@ impl Agent {
                         Ok(other) => tracing::debug!(message = ?other, "ignoring control message"),
                         Err(e) => tracing::debug!(error = %e, "ignoring unknown control message"),
                     },
+                    None => return Served::Closed(tunnel.closed().await),
+                },
+                accepted = tunnel.accept() => match accepted {
+                    Some((stream, header)) => {
+                        let creds = creds.borrow().clone();
+                        streams.spawn(crate::stream::handle(stream, header, creds, self.allow.clone(), self.clocks.clone()));
+                    }
                     None => return Served::Closed(tunnel.closed().await),
                 },
                 Some(joined) = streams.join_next(), if !streams.is_empty() => {

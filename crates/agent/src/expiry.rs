@@ -57,9 +57,7 @@ impl SessionClocks {
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::clock::server_now_ms()
 }
 
 /// Completes when the session whose end `rx` carries has ended.

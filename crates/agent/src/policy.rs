@@ -99,14 +99,17 @@ pub fn authorize(
     }
     let token = std::str::from_utf8(&header.grant)
         .map_err(|_| Denial::denied("grant rejected (malformed)"))?;
-    let claims: GrantClaims = creds.jwks.verify(token, AUD_GRANT).map_err(|e| {
-        let why = match e.jwt_kind() {
-            Some(JwtErrorKind::Expired) => "expired".to_owned(),
-            Some(kind) => kind.to_string(),
-            None => "invalid".to_owned(),
-        };
-        Denial::denied(format!("grant rejected ({why})"))
-    })?;
+    let claims: GrantClaims = creds
+        .jwks
+        .verify_at(token, AUD_GRANT, Some(crate::clock::server_now()))
+        .map_err(|e| {
+            let why = match e.jwt_kind() {
+                Some(JwtErrorKind::Expired) => "expired".to_owned(),
+                Some(kind) => kind.to_string(),
+                None => "invalid".to_owned(),
+            };
+            Denial::denied(format!("grant rejected ({why})"))
+        })?;
     if claims.sub != creds.node.node_id {
         return Err(Denial::denied("grant is for another node"));
     }

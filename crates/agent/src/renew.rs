@@ -40,7 +40,7 @@ impl Renewal {
         loop {
             let current = self.creds.borrow().clone();
             let due = renew_at(current.not_before, current.not_after);
-            let now = adit_pki::now_unix();
+            let now = crate::clock::server_now();
             if now < due {
                 let wait = Duration::from_secs((due - now) as u64).min(MAX_SLEEP);
                 tokio::select! {

@@ -38,7 +38,7 @@ pub async fn handle(
         _ => None,
     };
     if let Some((ses, end)) = &session_end {
-        if *end.borrow() <= adit_pki::now_unix().saturating_mul(1000) {
+        if *end.borrow() <= crate::clock::server_now_ms() {
             tracing::warn!(jti = %claims.jti, session = %ses, "stream refused: session expired");
             stream.reset(reset_code::EXPIRED, "the remote-access session has expired");
             return;

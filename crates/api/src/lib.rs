@@ -360,6 +360,10 @@ pub enum ControlMessage {
     /// milliseconds; extended, shortened, or ended now). The agent cuts that session's
     /// streams then.
     SessionExpiry { session: String, until: i64 },
+    /// Server → agent, first message of every agent tunnel: the server's clock (unix
+    /// milliseconds). Grants, session ends and certificate lifetimes are in the server's
+    /// time; an agent whose clock is off reads them through the difference.
+    Clock { now: i64 },
 }
 
 impl ControlMessage {

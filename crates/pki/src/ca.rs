@@ -33,8 +33,9 @@ const MAX_NODE_ID_LEN: usize = 128;
 /// Lifetime of a generated CA certificate.
 const CA_LIFETIME: time::Duration = time::Duration::days(3650);
 
-/// Issued certificates start a minute in the past to tolerate clock skew between peers.
-const BACKDATE: time::Duration = time::Duration::seconds(60);
+/// Certificates start an hour in the past, so that a peer whose clock is behind (a device
+/// before its first NTP sync) still accepts a certificate issued just now.
+const BACKDATE: time::Duration = time::Duration::hours(1);
 
 /// Upper bound on any leaf lifetime, to catch unit mistakes (seconds vs days).
 const MAX_LEAF_TTL: Duration = Duration::from_secs(5 * 366 * 24 * 3600);
@@ -545,7 +546,7 @@ mod tests {
         assert_eq!(not_after_from_cert_der(&der).unwrap(), issued.not_after);
         let now = OffsetDateTime::now_utc();
         let nb = x509.validity().not_before.to_datetime();
-        assert!(nb < now - time::Duration::seconds(50) && nb > now - time::Duration::seconds(70));
+        assert!(nb < now - time::Duration::minutes(59) && nb > now - time::Duration::minutes(61));
         let remaining = issued.not_after - now;
         assert!(remaining > time::Duration::minutes(59) && remaining <= time::Duration::hours(1));
     }

@@ -319,13 +319,20 @@ impl VerifyingKey {
     /// The `kid` header is not consulted here; see [`Jwks::verify`].
     pub fn verify<C: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<C> {
         let _header = checked_header(token)?;
-        self.verify_after_header(token, audience)
+        self.verify_after_header(token, audience, None)
     }
 
-    fn verify_after_header<C: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<C> {
+    /// `now`: the time (unix seconds) `exp` is checked against; `None` is this host's
+    /// clock.
+    fn verify_after_header<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        now: Option<i64>,
+    ) -> Result<C> {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
+        validation.validate_exp = now.is_none();
         validation.validate_nbf = false;
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "aud"]);
@@ -334,6 +341,17 @@ impl VerifyingKey {
         let claims = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation)
             .map_err(|e| map_jwt_error(e, audience))?
             .claims;
+        if let Some(now) = now {
+            let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| {
+                PkiError::jwt(JwtErrorKind::Malformed, "`exp` is not a number".to_owned())
+            })?;
+            if exp.saturating_add(LEEWAY_SECS as i64) < now {
+                return Err(map_jwt_error(
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature.into(),
+                    audience,
+                ));
+            }
+        }
         serde_json::from_value(claims).map_err(|e| {
             PkiError::jwt(
                 JwtErrorKind::Malformed,
@@ -374,6 +392,17 @@ impl Jwks {
     /// Verifies `token` with the key named by its `kid` header (or the only key, when the
     /// set has one and the token names none). See [`VerifyingKey::verify`].
     pub fn verify<C: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<C> {
+        self.verify_at(token, audience, None)
+    }
+
+    /// [`Jwks::verify`] with `exp` checked against `now` (unix seconds; `None`: this
+    /// host's clock), for a verifier whose own clock is known to be off.
+    pub fn verify_at<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        now: Option<i64>,
+    ) -> Result<C> {
         let header = checked_header(token)?;
         let key = match header.get("kid") {
             Some(Value::String(kid)) => self.get(kid).ok_or_else(|| {
@@ -390,7 +419,7 @@ impl Jwks {
                 ))
             }
         };
-        key.verify_after_header(token, audience)
+        key.verify_after_header(token, audience, now)
     }
 
     /// `{"keys":[<jwk>...]}`.
@@ -620,6 +649,39 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.jwt_kind(), Some(JwtErrorKind::Audience));
         assert!(err.to_string().contains("adit-api"), "{err}");
+    }
+
+    #[test]
+    fn expiry_at_another_clock() {
+        // A verifier whose clock is 10 minutes off checks `exp` against the issuer's time.
+        let key = SigningKey::generate().unwrap();
+        let jwks = Jwks(vec![key.verifying_key()]);
+        let fresh = key.sign(&access(AUD_ACCESS, 60)).unwrap();
+        let stale = key.sign(&access(AUD_ACCESS, -30)).unwrap();
+        let now = now_unix();
+        // Fresh at the issuer's time, though this host's clock (10 min ahead) says expired.
+        jwks.verify_at::<AccessClaims>(&fresh, AUD_ACCESS, Some(now))
+            .unwrap();
+        assert_eq!(
+            kind(jwks.verify_at::<AccessClaims>(&fresh, AUD_ACCESS, Some(now + 600))),
+            JwtErrorKind::Expired
+        );
+        // Expired at the issuer's time stays expired whatever this host's clock says.
+        assert_eq!(
+            kind(jwks.verify_at::<AccessClaims>(&stale, AUD_ACCESS, Some(now))),
+            JwtErrorKind::Expired
+        );
+        jwks.verify_at::<AccessClaims>(&stale, AUD_ACCESS, Some(now - 600))
+            .unwrap();
+        // The leeway applies as with the host's clock.
+        let edge = key.sign(&access(AUD_ACCESS, -2)).unwrap();
+        jwks.verify_at::<AccessClaims>(&edge, AUD_ACCESS, Some(now))
+            .unwrap();
+        // Signature and audience are still checked.
+        assert_eq!(
+            kind(jwks.verify_at::<AccessClaims>(&fresh, AUD_GRANT, Some(now))),
+            JwtErrorKind::Audience
+        );
     }
 
     #[test]

@@ -88,6 +88,12 @@ async fn agent_tunnel(
             return;
         }
     };
+    // First, before any stream can be opened: the server's clock, so an agent with a
+    // wrong one reads grants right.
+    let clock = ControlMessage::Clock {
+        now: adit_store::now_millis(),
+    };
+    let _ = tunnel.send_control(clock.encode().into());
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     state.registry.insert(&node_id, tunnel.clone(), generation);
     state

@@ -1088,7 +1088,9 @@ async fn user_lifecycle() {
     )
     .await
     .expect(StatusCode::OK);
-    e.token("default", "alice", "alice-password-3").await;
+    // Her change voids tokens issued before it (at one-second resolution, so the test
+    // goes on with one issued after it).
+    let alice_token = e.token("default", "alice", "alice-password-3").await;
     // A non-admin cannot reset anyone else's.
     e.post(
         "/v1/users/root/password",
