@@ -10,6 +10,8 @@ pub mod listener;
 pub mod metrics;
 pub mod presence;
 pub mod proxy;
+pub mod pty_ws;
+pub mod recordings;
 pub mod registry;
 pub mod session_tokens;
 pub mod sessions;

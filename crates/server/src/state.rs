@@ -28,6 +28,11 @@ pub struct Settings {
     pub endpoint_ports: std::ops::RangeInclusive<u16>,
     /// Address temporary session endpoints listen on.
     pub endpoint_bind: std::net::IpAddr,
+    /// Origins (`https://host[:port]`) besides the server's own that may open the
+    /// browser-terminal WebSocket (a web console served elsewhere).
+    pub allowed_origins: Vec<String>,
+    /// Recordings of PTY sessions.
+    pub recordings: crate::recordings::RecordingSettings,
 }
 
 impl Default for Settings {
@@ -40,6 +45,8 @@ impl Default for Settings {
             grant_ttl: Duration::from_secs(60),
             endpoint_ports: 20000..=20999,
             endpoint_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            allowed_origins: Vec::new(),
+            recordings: Default::default(),
         }
     }
 }
