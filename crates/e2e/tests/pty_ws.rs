@@ -77,6 +77,28 @@ async fn connect(
     }
 }
 
+/// A plain HTTPS GET of `path` (no upgrade) with a bearer token: the status line.
+async fn plain_get(t: &Target, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tls = adit_pki::client_config(&t.ca_pem, None, &[b"http/1.1"]).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", t.port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n",
+        t.port
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    let _ = stream.read_to_end(&mut resp).await;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
 /// What came back from the server.
 #[derive(Default)]
 struct Seen {
@@ -194,6 +216,13 @@ fn browser_terminal_and_recordings() {
         .unwrap()
         .to_string();
 
+    let session_token = ok(
+        adit(&home, &["access", "token", "dev1", "--ttl", "10m"]),
+        "session token",
+    )
+    .trim()
+    .to_string();
+
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Refusals, before any upgrade.
@@ -227,6 +256,10 @@ fn browser_terminal_and_recordings() {
             .err()
             .unwrap();
         assert_eq!(status, 401);
+
+        // Authorized, but not a WebSocket handshake: a documented 426, not a 5xx.
+        let status_line = plain_get(&target, path, &token).await;
+        assert!(status_line.starts_with("HTTP/1.1 426"), "{status_line}");
 
         // The agent has the final say: no --allow-shell, a clear error and a close.
         let (mut ws, _) = connect(&target, "/v1/nodes/dev2/pty", &[bearer(&token)])
@@ -324,6 +357,28 @@ fn browser_terminal_and_recordings() {
             seen.close
         );
         assert_eq!(seen.close.as_ref().map(|c| c.0), Some(CloseCode::Normal));
+
+        // An Edge-View session token opens its node's terminal too.
+        let (mut ws, _) = connect(&target, "/v1/nodes/dev1/pty", &[bearer(&session_token)])
+            .await
+            .unwrap();
+        ws.send(Message::Binary(b"exit 5\r".to_vec()))
+            .await
+            .unwrap();
+        let mut seen = Seen::default();
+        read_until(&mut ws, &mut seen, Duration::from_secs(20), |s| s.ended).await;
+        assert!(
+            seen.messages.contains(&ServerMessage::Exit { code: 5 }),
+            "{:?} {}",
+            seen.messages,
+            seen.output
+        );
+        // ...and no other node's.
+        let (status, msg) = connect(&target, "/v1/nodes/dev2/pty", &[bearer(&session_token)])
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status, 404, "{msg}");
     });
 
     // The recording of that session.
