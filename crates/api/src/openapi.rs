@@ -787,12 +787,6 @@ pub const LINKS: &[(&str, &str, &str, &str)] = &[
         "id",
         "$response.body#/info/id",
     ),
-    (
-        "listRecordings",
-        "getRecording",
-        "id",
-        "$response.body#/0/id",
-    ),
     ("listNodes", "nodePty", "node", "$response.body#/0/name"),
 ];
 

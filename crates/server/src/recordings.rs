@@ -860,8 +860,8 @@ mod tests {
                     w.output(i as f64 * 0.1, c).unwrap();
                     all.extend_from_slice(c);
                 }
-                let truncated = w.truncated();
                 let out = w.finish(10.0).unwrap();
+                let mut truncated = false;
                 prop_assert!(out.len() as u64 <= max);
                 let text = std::str::from_utf8(&out).unwrap();
                 let mut data = String::new();
@@ -878,6 +878,8 @@ mod tests {
                     if v[1] == "o" {
                         data.push_str(v[2].as_str().unwrap());
                     }
+                    // Finishing may be what reaches the cap: the marker says so.
+                    truncated |= v[1] == "m";
                 }
                 if !truncated {
                     prop_assert_eq!(data, String::from_utf8_lossy(&all).into_owned());
