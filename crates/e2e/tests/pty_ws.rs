@@ -404,6 +404,12 @@ fn browser_terminal_and_recordings() {
     let table = ok(adit(&home, &["recordings", "ls"]), "recordings ls");
     assert!(table.contains(id), "{table}");
     assert!(list(&["--user", "nobody"]).as_array().unwrap().is_empty());
+    // The stream dev2's agent refused left no recording behind.
+    assert!(
+        list(&["--node", "dev2"]).as_array().unwrap().is_empty(),
+        "{}",
+        list(&["--node", "dev2"])
+    );
     let events = check_export(&home, &tmp.path().join("ws.cast"), id, "hello-42");
     assert!(
         events.iter().any(|e| e[1] == "r" && e[2] == "50x20"),

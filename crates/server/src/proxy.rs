@@ -717,8 +717,13 @@ where
         detail["instance"] = json!(instance);
     }
     if let Some(rec) = recording {
-        detail["recording"] = json!(rec.id());
-        rec.finish(scanner.as_ref().and_then(|s| s.exit_code()));
+        if error.is_some() && !rec.saw_output() {
+            // Refused by the agent (or failed at once): there is no session to keep.
+            rec.discard();
+        } else {
+            detail["recording"] = json!(rec.id());
+            rec.finish(scanner.as_ref().and_then(|s| s.exit_code()));
+        }
     }
     match r.session {
         Some(ses) => crate::audit::record_in_session(

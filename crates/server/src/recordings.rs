@@ -439,6 +439,8 @@ enum Event {
     /// Output that was left out because the writer fell behind.
     Gap(f64, usize),
     End(f64, Option<i32>),
+    /// Nothing happened worth keeping (the agent refused the stream): delete it.
+    Discard,
 }
 
 /// What the taps share with the writer.
@@ -450,6 +452,8 @@ struct Shared {
     record_input: bool,
     /// Output is being left out; a marker was sent.
     gapped: AtomicBool,
+    /// The agent sent output.
+    saw_output: AtomicBool,
 }
 
 impl Shared {
@@ -458,6 +462,9 @@ impl Shared {
     }
 
     fn send_bytes(&self, input: bool, bytes: &[u8]) {
+        if !input && !bytes.is_empty() {
+            self.saw_output.store(true, Ordering::Relaxed);
+        }
         let t = self.t();
         if self.queued.load(Ordering::Relaxed) + bytes.len() > QUEUE_MAX {
             if !self.gapped.swap(true, Ordering::Relaxed) {
@@ -588,9 +595,16 @@ impl Recording {
             queued: queued.clone(),
             record_input: settings.record_input,
             gapped: AtomicBool::new(false),
+            saw_output: AtomicBool::new(false),
         });
+        let cast_file = dir.join(format!("{id}.cast"));
         let task = tokio::task::spawn_blocking(move || {
             let result = write_events(writer, rx, &queued, &mut info);
+            if let Ok(Kept::Discarded) = result {
+                let _ = std::fs::remove_file(&cast_file);
+                let _ = std::fs::remove_file(dir.join(format!("{}.json", info.id)));
+                return;
+            }
             if let Err(e) = &result {
                 tracing::warn!(recording = %info.id, error = %e, "writing the recording failed; it ends here");
             }
@@ -621,6 +635,17 @@ impl Recording {
         (tap(), tap())
     }
 
+    /// Whether the agent sent any output so far.
+    pub fn saw_output(&self) -> bool {
+        self.shared.saw_output.load(Ordering::Relaxed)
+    }
+
+    /// Deletes the recording: the stream never started (the agent refused it).
+    pub fn discard(mut self) {
+        let _ = self.shared.tx.send(Event::Discard);
+        self.writer = None;
+    }
+
     /// Ends the recording with the shell's exit status; the returned task completes
     /// once the file and its info are written.
     pub fn finish(mut self, exit_code: Option<i32>) -> Option<tokio::task::JoinHandle<()>> {
@@ -637,13 +662,20 @@ impl Drop for Recording {
     }
 }
 
+/// What the writer task did with the recording.
+#[derive(Debug, PartialEq, Eq)]
+enum Kept {
+    Written,
+    Discarded,
+}
+
 /// The writer task: events → file, until `End` or every sender is gone.
 fn write_events(
     mut writer: CastWriter<io::BufWriter<std::fs::File>>,
     mut rx: mpsc::UnboundedReceiver<Event>,
     queued: &AtomicUsize,
     info: &mut RecordingInfo,
-) -> io::Result<()> {
+) -> io::Result<Kept> {
     let mut last_t = 0.0;
     let mut since_flush = 0usize;
     loop {
@@ -686,6 +718,7 @@ fn write_events(
                 info.ended_at = Some(adit_store::now_millis());
                 break;
             }
+            Event::Discard => return Ok(Kept::Discarded),
         }
         if since_flush > 64 * 1024 {
             writer.out.flush()?;
@@ -697,7 +730,7 @@ fn write_events(
     file.flush()?;
     let size = file.get_ref().metadata()?.len();
     info.size = size;
-    Ok(())
+    Ok(Kept::Written)
 }
 
 #[cfg(test)]
