@@ -373,6 +373,24 @@ fn browser_terminal_and_recordings() {
             seen.messages,
             seen.output
         );
+        // A client that vanishes mid-command (no close frame) ends the session.
+        let (mut ws, _) = connect(&target, path, &[bearer(&token)]).await.unwrap();
+        ws.send(Message::Binary(
+            b"echo gone-$((2*3)); sleep 1000\r".to_vec(),
+        ))
+        .await
+        .unwrap();
+        let mut seen = Seen::default();
+        assert!(
+            read_until(&mut ws, &mut seen, Duration::from_secs(20), |s| s
+                .output
+                .contains("gone-6"))
+            .await,
+            "{}",
+            seen.output
+        );
+        drop(ws);
+
         // ...and no other node's.
         let (status, msg) = connect(&target, "/v1/nodes/dev2/pty", &[bearer(&session_token)])
             .await
@@ -380,6 +398,29 @@ fn browser_terminal_and_recordings() {
             .unwrap();
         assert_eq!(status, 404, "{msg}");
     });
+
+    // The vanished client's stream was cut (the relay reset the agent's stream, which
+    // kills the shell), and audited as such.
+    let closed = wait_for(Duration::from_secs(20), || {
+        let node: serde_json::Value = serde_json::from_str(&ok(
+            adit(&home, &["nodes", "show", "dev1", "--output", "json"]),
+            "nodes show",
+        ))
+        .unwrap();
+        (node["activity"]["streams_active"] == 0).then_some(())
+    });
+    assert!(closed.is_some(), "a stream of dev1 is still open");
+    let audit = ok(
+        adit(
+            &home,
+            &["audit", "ls", "--limit", "1000", "--output", "json"],
+        ),
+        "audit ls",
+    );
+    assert!(
+        audit.contains("the WebSocket client went away"),
+        "the cut stream is not audited: {audit}"
+    );
 
     // The recording of that session.
     let list = |args: &[&str]| -> serde_json::Value {
