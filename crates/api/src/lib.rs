@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 mod demand;
 pub mod openapi;
 pub mod policy;
+pub mod pty;
 mod tokens;
 pub mod toolbox;
 pub use demand::*;
+pub use pty::{PtyQuery, RecordingInfo, RecordingQuery};
 pub use tokens::*;
 
 /// Node labels and label selectors.
@@ -56,6 +58,13 @@ pub mod paths {
     pub const NODE: &str = "/v1/nodes/{node}";
     /// `POST /v1/nodes/{node}/revoke` → [`super::NodeInfo`].
     pub const NODE_REVOKE: &str = "/v1/nodes/{node}/revoke";
+    /// `GET` with `Upgrade: websocket`: a shell in a PTY on the node, as a WebSocket
+    /// (the browser-terminal protocol of [`super::pty`]); query [`super::PtyQuery`].
+    pub const NODE_PTY: &str = "/v1/nodes/{node}/pty";
+    /// `GET` ([`super::RecordingQuery`]) → `Vec<`[`super::RecordingInfo`]`>`, newest first.
+    pub const RECORDINGS: &str = "/v1/recordings";
+    /// `GET` → the recording as an asciicast v2 file (`application/x-asciicast`).
+    pub const RECORDING: &str = "/v1/recordings/{id}";
     /// `GET` → `Vec<`[`super::TenantInfo`]`>`; `POST` [`super::CreateTenantRequest`] →
     /// [`super::CreatedTenant`]. Only for admins of the `default` tenant.
     pub const TENANTS: &str = "/v1/tenants";

@@ -26,6 +26,7 @@ use crate::{
     CreatedSessionToken, SessionTokenInfo,
 };
 use crate::{DemandRequest, DemandResponse};
+use crate::{PtyQuery, RecordingInfo, RecordingQuery};
 
 /// The OpenAPI version the document follows.
 pub const OPENAPI_VERSION: &str = "3.0.3";
@@ -58,6 +59,10 @@ pub enum Content {
     Text,
     /// `application/x-ndjson`: one value of this schema per line.
     JsonLines(SchemaFn),
+    /// `application/x-asciicast`: an asciicast v2 recording.
+    Asciicast,
+    /// `101 Switching Protocols` to a WebSocket.
+    WebSocket,
 }
 
 /// Query parameters of an operation.
@@ -392,6 +397,42 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Content::Json(schema::<NodeInfo>),
+        errors: &[403, 404],
+    },
+    Operation {
+        method: GET,
+        path: paths::NODE_PTY,
+        operation_id: "nodePty",
+        summary: "A shell in a PTY on the node over a WebSocket (browser terminal); needs `Upgrade: websocket`",
+        auth: Auth::Bearer,
+        query: Query::Struct(inline::<PtyQuery>),
+        request: None,
+        status: 101,
+        response: Content::WebSocket,
+        errors: &[400, 403, 404, 409, 426],
+    },
+    Operation {
+        method: GET,
+        path: paths::RECORDINGS,
+        operation_id: "listRecordings",
+        summary: "Recordings of the tenant's PTY sessions, newest first (admins and auditors)",
+        auth: Auth::Bearer,
+        query: Query::Struct(inline::<RecordingQuery>),
+        request: None,
+        status: 200,
+        response: Content::Json(schema::<Vec<RecordingInfo>>),
+        errors: &[400, 403, 404],
+    },
+    Operation {
+        method: GET,
+        path: paths::RECORDING,
+        operation_id: "getRecording",
+        summary: "One recording as an asciicast v2 file (admins and auditors)",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: None,
+        status: 200,
+        response: Content::Asciicast,
         errors: &[403, 404],
     },
     Operation {
@@ -803,6 +844,7 @@ pub const LINKS: &[(&str, &str, &str, &str)] = &[
         "id",
         "$response.body#/info/id",
     ),
+    ("listNodes", "nodePty", "node", "$response.body#/0/name"),
 ];
 
 /// The names of the `{name}` segments of `path`, in order.
@@ -828,8 +870,9 @@ fn error_description(status: u16) -> &'static str {
         401 => "Missing, expired or refused credentials.",
         403 => "The caller's roles do not allow this.",
         404 => "No such resource in the caller's tenant (or not visible to the caller).",
-        409 => "Conflicts with the current state.",
+        409 => "Conflicts with the current state (e.g. the node is offline).",
         413 => "The request body is larger than the limit.",
+        426 => "Not a WebSocket handshake: connect with a WebSocket client (`Upgrade: websocket`).",
         429 => "Too many failed attempts: wait and try again.",
         503 => "The server cannot reach its database.",
         _ => "Error.",
@@ -838,6 +881,7 @@ fn error_description(status: u16) -> &'static str {
 
 fn success_description(status: u16) -> &'static str {
     match status {
+        101 => "Switching to the WebSocket protocol.",
         201 => "Created.",
         204 => "Done; no body.",
         _ => "OK.",
@@ -949,6 +993,20 @@ fn operation(op: &Operation, g: &mut SchemaGenerator) -> Value {
         Content::Text => json!({
             "description": success_description(op.status),
             "content": { "text/plain": { "schema": { "type": "string" } } },
+        }),
+        Content::Asciicast => json!({
+            "description": "An asciicast v2 file: a JSON header line, then one JSON event per line.",
+            "content": { "application/x-asciicast": { "schema": { "type": "string" } } },
+        }),
+        Content::WebSocket => json!({
+            "description": "Switching to the WebSocket protocol. Binary messages carry terminal \
+                bytes both ways; text messages carry JSON: client to server \
+                {\"type\":\"resize\",\"cols\":C,\"rows\":R}, server to client \
+                {\"type\":\"exit\",\"code\":N} or {\"type\":\"error\",\"message\":...}, \
+                then a close. Browsers, which cannot set headers, authenticate by offering \
+                the subprotocols `adit.pty.v1` and `bearer.<token>`. A request with an \
+                `Origin` header must come from the server's own origin or an allowed one \
+                (else 403).",
         }),
     };
     let links: Map<String, Value> = LINKS

@@ -139,6 +139,13 @@ pub enum Command {
     /// The audit log of your tenant (admins and auditors).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Recordings of PTY sessions (`adit shell` and the browser terminal), in asciicast
+    /// v2: list, replay in this terminal, export (admins and auditors). Keystrokes are
+    /// not recorded unless the server is configured to (`record_input = true`).
+    ///
+    /// Example: `adit recordings ls --node kiosk-7`, `adit recordings play ID --speed 2`
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
     /// Remote access configurations: time-limited access to a node, optionally through a
     /// temporary endpoint on the server that plain ssh can use.
     ///
@@ -619,6 +626,66 @@ pub enum AuditCommand {
     ///
     /// Example: `adit audit export --since 2025-01-01T00:00:00Z > audit.jsonl`
     Export(AuditFilterArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// List recordings, newest first.
+    #[command(alias = "list")]
+    Ls(RecordingsLsArgs),
+    /// Replay a recording in this terminal with its timing.
+    Play(RecordingsPlayArgs),
+    /// Write a recording (an asciicast v2 file) to a file or stdout; play it with any
+    /// asciicast player.
+    Export(RecordingsExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordingsLsArgs {
+    /// Only recordings of this node (name or id).
+    #[arg(long, value_parser = parse_node)]
+    pub node: Option<String>,
+    /// Only recordings of this user's sessions.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// At most this many (1 to 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordingsPlayArgs {
+    /// Recording id (from `adit recordings ls`).
+    pub id: String,
+    /// Replay this many times faster (e.g. 2, 0.5).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
+    /// Wait at most this many seconds between two events (idle time is cut).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_max_wait)]
+    pub max_wait: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordingsExportArgs {
+    /// Recording id (from `adit recordings ls`).
+    pub id: String,
+    /// Write to this file (created 0600) instead of stdout.
+    #[arg(short = 'o', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=10_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a speed from 0.01 to 10000")),
+    }
+}
+
+fn parse_max_wait(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more)")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -148,6 +148,11 @@ impl ApiClient {
         self.call(Method::GET, path, None::<&()>).await
     }
 
+    /// `GET path` → the raw body (for non-JSON answers).
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes> {
+        self.send(Method::GET, path, None::<&()>).await
+    }
+
     /// `POST path` with a JSON body → `T`.
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         self.call(Method::POST, path, Some(body)).await

@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod policy;
 pub mod presence;
 pub mod proxy;
+pub mod pty_ws;
+pub mod recordings;
 pub mod registry;
 pub mod session_tokens;
 pub mod sessions;

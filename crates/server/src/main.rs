@@ -70,6 +70,15 @@ struct FileConfig {
     endpoint_bind: Option<std::net::IpAddr>,
     /// Close HTTP connections idle (no request in flight) this long, e.g. "60s".
     http_idle_timeout: Option<String>,
+    /// Origins besides the public URL's that may open the browser-terminal WebSocket.
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    /// Record PTY sessions (default true).
+    recordings: Option<bool>,
+    /// Largest recording, e.g. "16MiB" or a number of bytes (default 16 MiB).
+    recording_max_bytes: Option<toml::Value>,
+    /// Record keystrokes too (default false: they may contain passwords).
+    record_input: Option<bool>,
 }
 
 fn parse_port_range(key: &str, value: &str) -> Result<std::ops::RangeInclusive<u16>> {
@@ -79,6 +88,33 @@ fn parse_port_range(key: &str, value: &str) -> Result<std::ops::RangeInclusive<u
     match parsed {
         Some((a, b)) if a > 0 && a <= b => Ok(a..=b),
         _ => anyhow::bail!("`{key}`: '{value}' is not a port range like 20000-20999"),
+    }
+}
+
+/// A byte size: a number, or a string like "16MiB", "512KiB", "1GiB" (at least 4 KiB).
+fn parse_size(key: &str, value: &toml::Value) -> Result<u64> {
+    let parsed = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let mult: u64 = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => 0,
+            };
+            num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult))
+        }
+        _ => None,
+    };
+    match parsed {
+        Some(n) if n >= 4096 => Ok(n),
+        _ => anyhow::bail!(
+            "config key `{key}`: {value} is not a size of at least 4 KiB like \"16MiB\" or 1048576"
+        ),
     }
 }
 
@@ -156,6 +192,23 @@ fn start(args: StartArgs) -> Result<()> {
             &file.http_idle_timeout,
             defaults.http_idle_timeout,
         )?,
+        allowed_origins: file
+            .allowed_origins
+            .iter()
+            .map(|o| {
+                adit_server::pty_ws::normalize_origin(o).with_context(|| {
+                    format!("config key `allowed_origins`: '{o}' is not an origin like https://console.example.com")
+                })
+            })
+            .collect::<Result<_>>()?,
+        recordings: adit_server::recordings::RecordingSettings {
+            enabled: file.recordings.unwrap_or(defaults.recordings.enabled),
+            max_bytes: match &file.recording_max_bytes {
+                None => defaults.recordings.max_bytes,
+                Some(v) => parse_size("recording_max_bytes", v)?,
+            },
+            record_input: file.record_input.unwrap_or(defaults.recordings.record_input),
+        },
     };
     let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()

@@ -234,15 +234,46 @@ async fn client_tunnel(
 }
 
 /// A refused stream: the client sees `reason`, the audit trail too.
-struct Refusal {
-    code: u32,
-    reason: String,
+pub(crate) struct Refusal {
+    pub code: u32,
+    pub reason: String,
+    pub kind: RefusalKind,
+}
+
+/// Why a stream was refused, for callers that answer in HTTP (the WebSocket terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalKind {
+    /// The request itself is malformed.
+    BadRequest,
+    /// No usable credentials.
+    Unauthenticated,
+    /// Authenticated, but not allowed (revoked node, role, session token instance).
+    Forbidden,
+    /// No such node for this caller.
+    NotFound,
+    /// The node is offline.
+    Offline,
+    /// A server fault.
+    Internal,
 }
 
 fn refuse(code: u32, reason: impl Into<String>) -> Refusal {
+    let kind = match code {
+        reset_code::INTERNAL => RefusalKind::Internal,
+        _ => RefusalKind::BadRequest,
+    };
     Refusal {
         code,
         reason: reason.into(),
+        kind,
+    }
+}
+
+fn refuse_as(kind: RefusalKind, code: u32, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+        kind,
     }
 }
 
@@ -353,16 +384,65 @@ fn route(
         }
     };
     let grant = std::str::from_utf8(&header.grant).unwrap_or_default();
-    let caller = if crate::session_tokens::is_session_token(grant) {
-        crate::session_tokens::authenticate(state, grant)
+    let Authorized {
+        tenant_id,
+        actor,
+        node,
+        agent,
+        token,
+    } = authorize(state, grant, node_key, asked.request(target), conn)?;
+    Ok(Route {
+        tenant_id,
+        actor,
+        node,
+        agent,
+        kind: header.kind.clone(),
+        target: target.to_string(),
+        what,
+        token,
+    })
+}
+
+/// A caller allowed to open streams to a node, and the node's agent tunnel.
+pub(crate) struct Authorized {
+    pub tenant_id: String,
+    /// Who the audit trail names: the user, or the issuer of a session token.
+    pub actor: String,
+    pub node: adit_store::Node,
+    pub agent: Tunnel,
+    /// The session token used, its instance, and its cut signal.
+    pub token: Option<(String, u8, CancellationToken)>,
+}
+
+/// Authenticates `credential` (an access or API token, or a session token `JWT[#K]`)
+/// and checks that it may open streams to `node_key` (name or id) now: the node is in
+/// the caller's tenant (a session token's own node), not revoked, the user's roles
+/// allow connecting to it, its access policy allows `request`, a session token's instance
+/// is free for client `conn`, and the node is online. Shared by every client stream and
+/// the WebSocket terminal.
+pub(crate) fn authorize(
+    state: &AppState,
+    credential: &str,
+    node_key: &str,
+    request: adit_api::policy::Request<'_>,
+    conn: u64,
+) -> Result<Authorized, (Refusal, Option<Route0>)> {
+    let caller = if crate::session_tokens::is_session_token(credential) {
+        crate::session_tokens::authenticate(state, credential)
             .map(Caller::Token)
-            .map_err(|why| (refuse(reset_code::DENIED, why), None))?
+            .map_err(|why| {
+                (
+                    refuse_as(RefusalKind::Unauthenticated, reset_code::DENIED, why),
+                    None,
+                )
+            })?
     } else {
-        crate::auth::authenticate_bearer(state, grant)
+        crate::auth::authenticate_bearer(state, credential)
             .map(Caller::User)
             .map_err(|e| {
                 (
-                    refuse(
+                    refuse_as(
+                        RefusalKind::Unauthenticated,
                         reset_code::DENIED,
                         format!("not authenticated: {}", e.message()),
                     ),
@@ -397,7 +477,10 @@ fn route(
                 ),
                 Caller::User(_) => format!("no node named or with id '{node_key}'"),
             };
-            return Err((refuse(reset_code::UNREACHABLE, reason), Some(ctx)));
+            return Err((
+                refuse_as(RefusalKind::NotFound, reset_code::UNREACHABLE, reason),
+                Some(ctx),
+            ));
         }
         Err(e) => {
             return Err((
@@ -412,7 +495,8 @@ fn route(
     };
     if node.revoked_at.is_some() {
         return Err((
-            refuse(
+            refuse_as(
+                RefusalKind::Forbidden,
                 reset_code::DENIED,
                 format!("node '{}' is revoked", node.name),
             ),
@@ -425,7 +509,8 @@ fn route(
         // started with.
         if !crate::authz::can_connect(principal, &node) {
             return Err((
-                refuse(
+                refuse_as(
+                    RefusalKind::Forbidden,
                     reset_code::DENIED,
                     format!(
                         "permission denied: {} may not connect to node '{}'",
@@ -444,36 +529,42 @@ fn route(
             Some(ctx.clone()),
         )
     })?;
-    policy
-        .check(asked.request(target))
-        .map_err(|why| (refuse(reset_code::DENIED, why), Some(ctx.clone())))?;
+    policy.check(request).map_err(|why| {
+        (
+            refuse_as(RefusalKind::Forbidden, reset_code::DENIED, why),
+            Some(ctx.clone()),
+        )
+    })?;
     let token = match &caller {
         Caller::Token(t) => {
             let cut = state
                 .token_instances
                 .claim(&t.claims.jti, t.instance, conn)
-                .map_err(|why| (refuse(reset_code::REFUSED, why), Some(ctx.clone())))?;
+                .map_err(|why| {
+                    (
+                        refuse_as(RefusalKind::Forbidden, reset_code::REFUSED, why),
+                        Some(ctx.clone()),
+                    )
+                })?;
             Some((t.claims.jti.clone(), t.instance, cut))
         }
         Caller::User(_) => None,
     };
     let Some(agent) = state.registry.get(&node.id) else {
         return Err((
-            refuse(
+            refuse_as(
+                RefusalKind::Offline,
                 reset_code::UNREACHABLE,
                 format!("node '{}' is offline", node.name),
             ),
             Some(ctx),
         ));
     };
-    Ok(Route {
+    Ok(Authorized {
         tenant_id,
         actor,
         node,
         agent,
-        kind: header.kind.clone(),
-        target: target.to_string(),
-        what,
         token,
     })
 }
@@ -505,10 +596,10 @@ impl Asked {
 
 /// Audit context known before a route is complete.
 #[derive(Clone)]
-struct Route0 {
-    tenant_id: String,
-    actor: String,
-    node_id: Option<String>,
+pub(crate) struct Route0 {
+    pub tenant_id: String,
+    pub actor: String,
+    pub node_id: Option<String>,
 }
 
 async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: SocketAddr, conn: u64) {
@@ -547,6 +638,7 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
     let stream = StreamKind {
         kind: &route.kind,
         what: route.what.clone(),
+        via: kinds::SHELL,
     };
     if let Err(why) =
         relay_kind_to_agent(&state, &route.agent, &mut client, target, stream, peer).await
@@ -628,21 +720,25 @@ where
     let tcp = StreamKind {
         kind: kinds::TCP,
         what: json!({}),
+        via: kinds::TCP,
     };
     relay_kind_to_agent(state, agent, client, r, tcp, peer).await
 }
 
 /// The kind of a relayed stream and what it does, for the grant and the audit trail.
-struct StreamKind<'a> {
-    kind: &'a str,
+pub(crate) struct StreamKind<'a> {
+    pub kind: &'a str,
     /// Audit fields (command, path, ...), merged into the `stream.open` event.
-    what: serde_json::Value,
+    pub what: serde_json::Value,
+    /// How a `shell` stream reached us, for its recording (`shell` or `websocket`).
+    pub via: &'static str,
 }
 
 /// [`relay_to_agent`] for any stream kind. Toolbox streams (exec, shell, file) are
 /// relayed byte for byte like TCP; the agent's frames are watched on the way (not
-/// buffered) so the audit event carries the exit status.
-async fn relay_kind_to_agent<C>(
+/// buffered) so the audit event carries the exit status, and `shell` streams are
+/// recorded ([`crate::recordings`]).
+pub(crate) async fn relay_kind_to_agent<C>(
     state: &AppState,
     agent: &Tunnel,
     client: &mut C,
@@ -685,6 +781,9 @@ where
     let started = Instant::now();
     // Large buffers: fewer, fuller DATA frames and fewer wake-ups per byte.
     let mut scanner = (stream.kind != kinds::TCP).then(adit_api::toolbox::ExitScanner::new);
+    let recording = (stream.kind == kinds::SHELL)
+        .then(|| record_shell(state, &r, stream.via, peer))
+        .flatten();
     let copy = async {
         match scanner.as_mut() {
             None => {
@@ -696,7 +795,10 @@ where
                 )
                 .await
             }
-            Some(scanner) => copy_watched(client, &mut upstream, scanner).await,
+            Some(scanner) => {
+                let taps = recording.as_ref().map(|rec| rec.taps());
+                copy_watched(client, &mut upstream, scanner, taps).await
+            }
         }
     };
     let result = match r.cancel {
@@ -753,6 +855,15 @@ where
     if let Some((jti, instance)) = r.token {
         detail["session_token"] = json!(jti);
         detail["instance"] = json!(instance);
+    }
+    if let Some(rec) = recording {
+        if error.is_some() && !rec.saw_output() {
+            // Refused by the agent (or failed at once): there is no session to keep.
+            rec.discard();
+        } else {
+            detail["recording"] = json!(rec.id());
+            rec.finish(scanner.as_ref().and_then(|s| s.exit_code()));
+        }
     }
     match r.session {
         Some(ses) => crate::audit::record_in_session(
@@ -826,25 +937,60 @@ fn count_command(state: &AppState, r: &Relay<'_>, stream: &StreamKind<'_>, peer:
     state.commands.record(r.tenant_id, r.node_id, access, last);
 }
 
+/// Starts the recording of a `shell` stream (its size and `TERM` from the spec).
+fn record_shell(
+    state: &AppState,
+    r: &Relay<'_>,
+    via: &'static str,
+    peer: SocketAddr,
+) -> Option<crate::recordings::Recording> {
+    let spec = adit_api::toolbox::parse_shell(r.target).ok()?;
+    crate::recordings::Recording::start(
+        state,
+        crate::recordings::RecordingMeta {
+            tenant_id: r.tenant_id.to_string(),
+            node_id: r.node_id.to_string(),
+            node: r.node_name.to_string(),
+            user: r.actor.to_string(),
+            via,
+            source: Some(peer),
+            session: r.session.map(str::to_string),
+            cols: spec.cols,
+            rows: spec.rows,
+            term: spec.term,
+        },
+    )
+}
+
 /// Copies both ways like `copy_bidirectional` (EOF on one side half-closes the other),
-/// feeding the agent → client bytes to `scanner`. The agent finishing its side ends
+/// feeding the agent → client bytes to `scanner`, and each direction to its recording
+/// tap (client → agent, agent → client) if any. The agent finishing its side ends
 /// the relay: a toolbox stream is over once the agent sent its last frame, whatever
 /// the client still holds open.
 async fn copy_watched<C>(
     client: &mut C,
     upstream: &mut Stream,
     scanner: &mut adit_api::toolbox::ExitScanner,
+    taps: Option<(crate::recordings::Tap, crate::recordings::Tap)>,
 ) -> std::io::Result<(u64, u64)>
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let (mut up_tap, mut down_tap) = taps.unzip();
     let mut sent = 0u64;
-    let up = copy_half(client_read, upstream_write, &mut sent, |_| {});
+    let up = copy_half(client_read, upstream_write, &mut sent, |bytes| {
+        if let Some(tap) = up_tap.as_mut() {
+            tap.feed(bytes);
+        }
+    });
     let mut received = 0u64;
     let down = copy_half(upstream_read, client_write, &mut received, |bytes| {
-        scanner.feed(bytes)
+        scanner.feed(bytes);
+        if let Some(tap) = down_tap.as_mut() {
+            tap.feed(bytes);
+        }
     });
     {
         tokio::pin!(up, down);

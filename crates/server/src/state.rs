@@ -31,6 +31,11 @@ pub struct Settings {
     /// An HTTP connection with no request in flight for this long is closed
     /// gracefully (HTTP/2 GOAWAY; HTTP/1.1 is bounded sooner by its header timeout).
     pub http_idle_timeout: Duration,
+    /// Origins (`https://host[:port]`) besides the server's own that may open the
+    /// browser-terminal WebSocket (a web console served elsewhere).
+    pub allowed_origins: Vec<String>,
+    /// Recordings of PTY sessions.
+    pub recordings: crate::recordings::RecordingSettings,
 }
 
 impl Default for Settings {
@@ -44,6 +49,8 @@ impl Default for Settings {
             endpoint_ports: 20000..=20999,
             endpoint_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             http_idle_timeout: Duration::from_secs(60),
+            allowed_origins: Vec::new(),
+            recordings: Default::default(),
         }
     }
 }

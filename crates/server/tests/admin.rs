@@ -27,10 +27,22 @@ struct Env {
     state: AppState,
     app: Router,
     default_tenant: String,
+    /// The data directory (recordings live there); removed on drop.
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
 }
 
 fn env() -> Env {
-    let state = test_state(Settings::default());
+    let data_dir = std::env::temp_dir().join(format!("adit-admin-test-{}", rand::random::<u64>()));
+    let state = test_state(Settings {
+        data_dir: data_dir.clone(),
+        ..Settings::default()
+    });
     let store = &state.store;
     let tenant = store.create_tenant("default").unwrap();
     let root = store
@@ -43,6 +55,7 @@ fn env() -> Env {
         app: router(state.clone()),
         state,
         default_tenant: tenant.id,
+        data_dir,
     }
 }
 
@@ -176,6 +189,8 @@ struct Tenant {
     token_id: String,
     session_token_id: String,
     api_token_id: String,
+    /// A recording of a (made-up) PTY session on `node_id`.
+    recording_id: String,
 }
 
 const USER_PW: &str = "user-password-1234";
@@ -245,6 +260,24 @@ impl Tenant {
             .await;
         r.expect(StatusCode::CREATED);
         let api_token_id = r.body["info"]["id"].as_str().unwrap().to_string();
+        let recording = adit_server::recordings::Recording::start(
+            &e.state,
+            adit_server::recordings::RecordingMeta {
+                tenant_id: created.tenant.id.clone(),
+                node_id: node.node_id.clone(),
+                node: node.node_name.clone(),
+                user: admin_name.clone(),
+                via: "shell",
+                source: None,
+                session: None,
+                cols: 80,
+                rows: 24,
+                term: None,
+            },
+        )
+        .expect("a recording");
+        let recording_id = recording.id().to_string();
+        recording.finish(Some(0)).unwrap().await.unwrap();
         let mut tokens = tokens.into_iter();
         Tenant {
             name: name.into(),
@@ -263,6 +296,7 @@ impl Tenant {
             token_id: token.id,
             session_token_id,
             api_token_id,
+            recording_id,
         }
     }
 
@@ -277,6 +311,7 @@ impl Tenant {
             self.token_id.clone(),
             self.session_token_id.clone(),
             self.api_token_id.clone(),
+            self.recording_id.clone(),
             self.viewer_user.id.clone(),
             self.auditor_binding.clone(),
         ]
@@ -383,6 +418,37 @@ fn matrix(a: &Tenant, b: &Tenant) -> Vec<Case> {
         case(
             "POST /v1/nodes/{node}/revoke",
             format!("/v1/nodes/{}/revoke", b.node_name),
+            None,
+            NotFound,
+        ),
+        case(
+            "GET /v1/nodes/{node}/pty",
+            format!("/v1/nodes/{}/pty", b.node_id),
+            None,
+            NotFound,
+        ),
+        case(
+            "GET /v1/nodes/{node}/pty",
+            format!("/v1/nodes/{}/pty?cols=80&rows=24", b.node_name),
+            None,
+            NotFound,
+        ),
+        case("GET /v1/recordings", "/v1/recordings".into(), None, Ok),
+        case(
+            "GET /v1/recordings",
+            format!("/v1/recordings?node={}", b.node_id),
+            None,
+            NotFound,
+        ),
+        case(
+            "GET /v1/recordings",
+            format!("/v1/recordings?user={}", b.admin_name),
+            None,
+            Empty,
+        ),
+        case(
+            "GET /v1/recordings/{id}",
+            format!("/v1/recordings/{}", b.recording_id),
             None,
             NotFound,
         ),
@@ -719,6 +785,22 @@ async fn tenant_isolation_matrix() {
         let r = e.get("/v1/audit/export", &t.auditor).await;
         r.expect(StatusCode::OK);
         assert!(r.text.contains(&t.node_id));
+        let r = e.get("/v1/recordings", &t.auditor).await;
+        r.expect(StatusCode::OK);
+        assert!(r.text.contains(&t.recording_id), "{}", r.text);
+        let r = e
+            .get(&format!("/v1/recordings/{}", t.recording_id), &t.auditor)
+            .await;
+        r.expect(StatusCode::OK);
+        assert_eq!(r.content_type, "application/x-asciicast");
+        assert!(
+            r.text.starts_with('{') && r.text.contains("\"version\":2"),
+            "{}",
+            r.text
+        );
+        // Recordings are for admins and auditors only.
+        let r = e.get("/v1/recordings", &t.viewer).await;
+        r.expect(StatusCode::FORBIDDEN);
     }
     // And the default tenant's admin sees every tenant, nothing else of theirs.
     let r = e.get("/v1/tenants", &root).await;
@@ -755,6 +837,9 @@ fn matrix_names_every_endpoint() {
         NODES,
         NODE,
         NODE_REVOKE,
+        NODE_PTY,
+        RECORDINGS,
+        RECORDING,
         TENANTS,
         USERS,
         USER,
@@ -794,6 +879,7 @@ fn matrix_names_every_endpoint() {
         token_id: "t".into(),
         session_token_id: "st".into(),
         api_token_id: "at".into(),
+        recording_id: "rec".into(),
     };
     let cases = matrix(&dummy("a"), &dummy("b"));
     let covered: Vec<&str> = cases

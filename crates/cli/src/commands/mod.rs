@@ -11,6 +11,7 @@ mod inspect;
 mod nodes;
 mod policy;
 mod query;
+mod recordings;
 mod roles;
 mod session;
 mod shell;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli, env: Env) -> Result<u8> {
         Command::Users(cmd) => users::run(&ctx, cmd).await,
         Command::Roles(cmd) => roles::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
+        Command::Recordings(cmd) => recordings::run(&ctx, cmd).await,
         Command::Access(cmd) => access::run(&ctx, cmd).await,
         Command::ApiTokens(cmd) => api_tokens::run(&ctx, cmd).await,
     }

@@ -13,6 +13,7 @@ mod join_tokens;
 mod nodes;
 mod openapi;
 mod policies;
+mod recordings;
 mod remote_access;
 mod roles;
 mod session;
@@ -66,6 +67,9 @@ pub fn router(state: AppState) -> Router {
         .route(paths::NODES, get(nodes::list))
         .route(&axum_path(paths::NODE), get(nodes::get))
         .route(&axum_path(paths::NODE_REVOKE), post(nodes::revoke))
+        .route(&axum_path(paths::NODE_PTY), get(crate::pty_ws::node_pty))
+        .route(paths::RECORDINGS, get(recordings::list))
+        .route(&axum_path(paths::RECORDING), get(recordings::get))
         .route(paths::TENANTS, get(tenants::list).post(tenants::create))
         .route(paths::USERS, get(users::list).post(users::create))
         .route(
