@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 25 seconds per target, all targets)
 #
-# SECONDS is per target: with the 8 targets, 25 s keeps the whole fuzzing step
+# SECONDS is per target: with the 9 targets, 25 s keeps the whole fuzzing step
 # (the build excluded) under 4 minutes. Naming targets runs only those.
 #
 # Each target first replays its known crashers in fuzz/regressions/<target>/,
@@ -26,7 +26,7 @@ shift || true
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fuzz_dir="$root/fuzz"
-all_targets=(frame_decode mux_frames jwt_verify csr_parse join_token control_msg agent_config api_bodies)
+all_targets=(frame_decode mux_frames jwt_verify csr_parse join_token control_msg agent_config api_bodies toolbox)
 targets=("${all_targets[@]}")
 if [ "$#" -gt 0 ]; then
     targets=("$@")

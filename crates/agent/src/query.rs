@@ -938,15 +938,37 @@ async fn http(url: &str) -> Value {
         Ok(parts) => parts,
         Err(e) => return json!({ "query": "http", "url": url, "ok": false, "error": e }),
     };
-    if scheme == "https" {
-        return json!({
-            "query": "http", "url": url, "ok": false, "supported": false,
-            "error": "https is not supported yet; use `adit query NODE tcp HOST:443` to test reachability",
-        });
-    }
+    let tls = if scheme == "https" {
+        match web_roots() {
+            Ok(t) => Some(t),
+            Err(e) => return json!({ "query": "http", "url": url, "ok": false, "error": e }),
+        }
+    } else {
+        None
+    };
     let started = Instant::now();
     let fetch = async {
-        let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let (mut s, tls_info): (Box<dyn Io>, Value) = match &tls {
+            None => (Box::new(tcp), Value::Null),
+            Some((config, roots, source)) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| std::io::Error::other(format!("invalid server name: {e}")))?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
+                let (_, conn) = stream.get_ref();
+                let info = json!({
+                    "version": conn.protocol_version().map(|v| format!("{v:?}")),
+                    "cipher_suite": conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())),
+                    "verified": true,
+                    "roots": roots,
+                    "roots_from": source,
+                });
+                (Box::new(stream), info)
+            }
+        };
         let host_header = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -961,10 +983,18 @@ async fn http(url: &str) -> Value {
         (&mut s)
             .take(64 * 1024 + HTTP_BODY_PREVIEW as u64)
             .read_to_end(&mut buf)
-            .await?;
-        Ok::<_, std::io::Error>(buf)
+            .await
+            .or_else(|e| {
+                // Servers often close TLS without close_notify after `Connection: close`.
+                if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() {
+                    Ok(buf.len())
+                } else {
+                    Err(e)
+                }
+            })?;
+        Ok::<_, std::io::Error>((buf, tls_info))
     };
-    let buf = match tokio::time::timeout(CONNECT_TIMEOUT, fetch).await {
+    let (buf, tls_info) = match tokio::time::timeout(CONNECT_TIMEOUT, fetch).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             return json!({ "query": "http", "url": url, "ok": false, "error": e.to_string() })
@@ -1000,8 +1030,44 @@ async fn http(url: &str) -> Value {
         "status_line": status_line,
         "headers": headers,
         "body_preview": String::from_utf8_lossy(preview),
+        "tls": tls_info,
         "time_ms": ms,
     })
+}
+
+/// A connection `http` reads and writes, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// CA bundles of common distributions, in the order they are tried.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// The roots `https` fetches trust: `$SSL_CERT_FILE` if set, else the system bundle.
+/// Returns the configuration, how many roots it has and where they came from.
+fn web_roots() -> Result<(std::sync::Arc<rustls::ClientConfig>, usize, String), String> {
+    let path = match std::env::var_os("SSL_CERT_FILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => CA_BUNDLES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "no CA bundle to verify https with (looked for {}; set SSL_CERT_FILE)",
+                    CA_BUNDLES.join(", ")
+                )
+            })?,
+    };
+    let pem = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the CA bundle {}: {e}", path.display()))?;
+    let (config, roots) = adit_pki::web_client_config(&pem)
+        .map_err(|e| format!("the CA bundle {}: {e}", path.display()))?;
+    Ok((config, roots, path.display().to_string()))
 }
 
 // === disk ===

@@ -410,6 +410,19 @@ pub fn start_agent(
     name: &str,
     run_args: &[&str],
 ) -> Proc {
+    start_agent_with(home, server, dir, name, |cmd| {
+        cmd.args(run_args);
+    })
+}
+
+/// [`start_agent`] with `configure` adding arguments or environment to `adit-agent run`.
+pub fn start_agent_with(
+    home: &Path,
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    configure: impl FnOnce(&mut Command),
+) -> Proc {
     let state = dir.join(name);
     let join = ok(
         adit(home, &["tokens", "create", "--ttl", "10m"]),
@@ -422,7 +435,8 @@ pub fn start_agent(
         "enroll",
     );
     let mut cmd = Command::new(bin("adit-agent"));
-    cmd.args(["run", "--state-dir"]).arg(&state).args(run_args);
+    cmd.args(["run", "--state-dir"]).arg(&state);
+    configure(&mut cmd);
     let agent = Proc::spawn(cmd).expect("start adit-agent");
     let online = wait_for(Duration::from_secs(20), || {
         (node_status(home, name).as_deref() == Some("online")).then_some(())

@@ -54,6 +54,19 @@ fn queries_answer_json_and_stay_confined() {
         &["--file-root", &root_s],
     );
     let _dev2 = start_agent(&home, &server, tmp.path(), "dev2", &["--deny-query"]);
+    // dev3 trusts the server's CA for https fetches, as a device whose services use a
+    // private CA would.
+    let ca = tmp.path().join("adit-ca.pem");
+    let info = std::process::Command::new("curl")
+        .args(["-sk", &format!("{}/v1/ca", server.url)])
+        .output()
+        .unwrap()
+        .stdout;
+    let info: Value = serde_json::from_slice(&info).expect("CA info JSON");
+    std::fs::write(&ca, info["ca_pem"].as_str().expect("ca_pem")).unwrap();
+    let _dev3 = start_agent_with(&home, &server, tmp.path(), "dev3", |cmd| {
+        cmd.env("SSL_CERT_FILE", &ca);
+    });
     let h = &home;
 
     // system
@@ -192,8 +205,29 @@ fn queries_answer_json_and_stay_confined() {
             .any(|kv| kv[0] == "X-Test" && kv[1] == "adit"),
         "{v}"
     );
-    let v = query(h, &["dev1", "http", &format!("https://127.0.0.1:{web}/")]);
-    assert_eq!(v["supported"], false, "{v}");
+    // https: the server's certificate is checked against the system's CA bundle, so
+    // Adit's own server (its private CA) is refused with the reason ...
+    let healthz = format!("https://127.0.0.1:{}/healthz", server.port);
+    let v = query(h, &["dev1", "http", &healthz]);
+    assert_eq!(v["ok"], false, "{v}");
+    let why = v["error"].as_str().unwrap();
+    assert!(why.contains("TLS") && why.contains("certificate"), "{v}");
+    // ... and accepted by an agent told to trust that CA (SSL_CERT_FILE).
+    let v = query(h, &["dev3", "http", &healthz]);
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["tls"]["verified"], true, "{v}");
+    assert_eq!(v["tls"]["roots"], 1, "{v}");
+    assert!(v["tls"]["version"].as_str().unwrap().contains("TLS"), "{v}");
+    // Plain http to a TLS port is not HTTP.
+    let v = query(
+        h,
+        &[
+            "dev1",
+            "http",
+            &format!("http://127.0.0.1:{}/", server.port),
+        ],
+    );
+    assert_eq!(v["ok"], false, "{v}");
     let v = query(h, &["dev1", "http", &format!("http://127.0.0.1:{closed}/")]);
     assert_eq!(v["ok"], false, "{v}");
 

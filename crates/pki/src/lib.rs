@@ -30,7 +30,9 @@ pub use jwt::{
 };
 pub use pin::CaPin;
 pub use secret::Secret;
-pub use tls::{client_config, peer_cert_der, pinned_client_config, server_config};
+pub use tls::{
+    client_config, peer_cert_der, pinned_client_config, server_config, web_client_config,
+};
 
 /// Result alias for this crate.
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;

@@ -76,6 +76,31 @@ pub fn client_config(
     finish_client(builder, identity, alpn)
 }
 
+/// Client configuration for fetching from ordinary web servers (the agent's `query http`
+/// diagnostic): TLS 1.2 or 1.3, ALPN `http/1.1`, trusting the certificates of a CA bundle
+/// (`bundle_pem`, e.g. the system's). Certificates in the bundle that cannot be used are
+/// skipped, as every TLS client does with system bundles. Returns the configuration and
+/// how many roots were loaded.
+pub fn web_client_config(bundle_pem: &str) -> Result<(Arc<ClientConfig>, usize)> {
+    let certs = certs_from_pem(bundle_pem, "CA bundle")?;
+    let mut roots = RootCertStore::empty();
+    let (loaded, _skipped) = roots.add_parsable_certificates(certs);
+    if loaded == 0 {
+        return Err(PkiError::InvalidCertificate {
+            what: "CA bundle",
+            reason: "no usable certificate in it".into(),
+        });
+    }
+    let provider = crate::provider();
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), loaded))
+}
+
 /// Client configuration for first contact, before the agent has the CA certificate: the
 /// server must present, in its chain, a certificate whose SHA-256 equals `pin`, and its
 /// end-entity certificate must verify against that certificate (with the normal name
