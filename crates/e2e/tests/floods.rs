@@ -665,14 +665,25 @@ fn curl_h2_big_header(server: &Server, dir: &Path) -> Option<String> {
 #[derive(Debug, Default)]
 struct FloodOutcome {
     refused: usize,
+    /// Refused by the per-user, per-node cap.
+    user_capped: usize,
     other_resets: usize,
     goaway: Option<String>,
     closed: bool,
 }
 
 /// Speaks `adit/1` by hand (an honest client would stop at the server's
-/// stream limit) and sends `n` OPENs at once, each a valid stream request.
-async fn stream_flood(pin: &str, port: u16, target: String, grant: String, n: u32) -> FloodOutcome {
+/// stream limit) and sends `n` OPENs at once, each a valid stream request; reads the
+/// answers until `wanted` were refused or `limit` passed.
+async fn stream_flood(
+    pin: &str,
+    port: u16,
+    target: String,
+    grant: String,
+    n: u32,
+    wanted: usize,
+    limit: Duration,
+) -> FloodOutcome {
     let pin: adit_pki::CaPin = pin.parse().unwrap();
     let cfg = adit_pki::pinned_client_config(pin, &[adit_proto::ALPN]).unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -720,9 +731,8 @@ async fn stream_flood(pin: &str, port: u16, target: String, grant: String, n: u3
     });
     let mut outcome = FloodOutcome::default();
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let beyond_limit = n as usize - adit_server::proxy::CLIENT_MAX_STREAMS as usize;
-    while outcome.refused < beyond_limit && outcome.goaway.is_none() {
+    let deadline = tokio::time::Instant::now() + limit;
+    while outcome.refused + outcome.user_capped < wanted && outcome.goaway.is_none() {
         match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => {
@@ -735,6 +745,9 @@ async fn stream_flood(pin: &str, port: u16, target: String, grant: String, n: u3
             match frame {
                 Frame::Reset { code, .. } if code == adit_proto::reset_code::REFUSED => {
                     outcome.refused += 1
+                }
+                Frame::Reset { reason, .. } if reason.contains("per user and node") => {
+                    outcome.user_capped += 1
                 }
                 Frame::Reset { .. } => outcome.other_resets += 1,
                 Frame::GoAway { reason, .. } => outcome.goaway = Some(reason),
@@ -776,7 +789,19 @@ fn run_stream_flood(tag: &str) -> StreamFloodRun {
             site.server.port,
             site.access_token(),
         );
-        async move { stream_flood(&pin, port, target, grant, STREAM_FLOOD).await }
+        let wanted = (STREAM_FLOOD - adit_server::proxy::CLIENT_MAX_STREAMS) as usize;
+        async move {
+            stream_flood(
+                &pin,
+                port,
+                target,
+                grant,
+                STREAM_FLOOD,
+                wanted,
+                Duration::from_secs(20),
+            )
+            .await
+        }
     });
     std::thread::sleep(Duration::from_secs(2));
     let home2 = site.tmp.path().join("home2");
@@ -852,6 +877,96 @@ fn flooded_node_still_serves_other_users() {
 // `server/tests/api.rs::login_rate_limit_kicks_in` covers the limiter through
 // the router (no network, no source address); this adds real sources, the
 // audit trail and more attempts.
+/// One user floods a node through four tunnels at once (4 × 256 OPENs, each tunnel at
+/// its own limit): together they get at most `USER_MAX_STREAMS_PER_NODE` streams, the
+/// rest are refused with the reason, and another user's stream to the same node works
+/// meanwhile.
+#[test]
+fn one_user_across_tunnels_cannot_take_a_node() {
+    let _guard = serial();
+    let site = Site::start("flood-user-cap");
+    let rt = runtime();
+    let per_tunnel = adit_server::proxy::CLIENT_MAX_STREAMS;
+    let target = format!("dev1/127.0.0.1:{}", site.echo_port);
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let (pin, port, grant, target) = (
+                site.server.pin.clone(),
+                site.server.port,
+                site.access_token(),
+                target.clone(),
+            );
+            rt.spawn(async move {
+                stream_flood(
+                    &pin,
+                    port,
+                    target,
+                    grant,
+                    per_tunnel,
+                    usize::MAX,
+                    Duration::from_secs(6),
+                )
+                .await
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    // Another user of the tenant.
+    ok(
+        adit_stdin(
+            &site.home,
+            &[
+                "users",
+                "create",
+                "bob",
+                "--password-stdin",
+                "--role",
+                "operator",
+            ],
+            Some("bob-password-1234\n"),
+        ),
+        "create bob",
+    );
+    let bob = site.tmp.path().join("bob");
+    ok(
+        adit_stdin(
+            &bob,
+            &[
+                "login",
+                "--server",
+                &site.server.url,
+                "--user",
+                "bob",
+                "--password-stdin",
+                "--ca-pin",
+                &site.server.pin,
+            ],
+            Some("bob-password-1234\n"),
+        ),
+        "bob login",
+    );
+    let bob_stream = site.try_echo_stream(&bob, "dev1");
+    let outcomes: Vec<FloodOutcome> = floods
+        .into_iter()
+        .map(|f| rt.block_on(f).unwrap())
+        .collect();
+    let capped: usize = outcomes.iter().map(|o| o.user_capped).sum();
+    let other: usize = outcomes.iter().map(|o| o.refused + o.other_resets).sum();
+    let cap = adit_server::proxy::USER_MAX_STREAMS_PER_NODE as usize;
+    eprintln!(
+        "one user, 4 tunnels x {per_tunnel} OPENs: {capped} refused by the per-user cap, \
+         {other} other resets; bob's stream to the same node: {bob_stream:?}"
+    );
+    assert_eq!(
+        capped,
+        4 * per_tunnel as usize - cap,
+        "every OPEN beyond {cap} is refused by the per-user cap: {outcomes:?}"
+    );
+    assert_eq!(other, 0, "no other refusals: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.goaway.is_none() && !o.closed));
+    bob_stream.expect("another user's stream to the flooded node");
+}
+
 #[test]
 fn password_guessing_is_locked_out_per_source_and_audited() {
     let _serial = serial();

@@ -26,6 +26,11 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 /// take them all: beyond this the client's OPENs are refused (RESET `REFUSED`).
 pub const CLIENT_MAX_STREAMS: u32 = 256;
 
+/// Concurrent streams one user may have open to one node, across all their tunnels,
+/// session endpoints and terminals: half of what an agent tunnel accepts, so another
+/// user always finds room.
+pub const USER_MAX_STREAMS_PER_NODE: u32 = 512;
+
 /// Relay buffer per direction of a stream.
 const RELAY_BUF: usize = 64 * 1024;
 
@@ -763,6 +768,16 @@ where
         ses: r.session.map(str::to_string),
         sxp: r.session_expires,
     };
+    let _slot = state
+        .user_streams
+        .try_open(r.node_id, r.actor, USER_MAX_STREAMS_PER_NODE)
+        .map_err(|open| {
+            format!(
+                "{} already has {open} streams open to node '{}' (at most \
+                 {USER_MAX_STREAMS_PER_NODE} per user and node); close some first",
+                r.actor, r.node_name
+            )
+        })?;
     let grant = state
         .signer
         .sign(&claims)

@@ -71,6 +71,7 @@ pub struct AppState {
     pub token_instances: Arc<crate::session_tokens::Instances>,
     /// Streams per node (for node status).
     pub node_streams: Arc<NodeStreams>,
+    pub user_streams: Arc<UserStreams>,
     /// Node presence, written in batches.
     pub presence: Arc<crate::presence::Presence>,
     /// Per-node command counts, written in batches.
@@ -115,6 +116,65 @@ impl NodeStreams {
     }
 }
 
+/// Streams each user has open to each node, across all their client tunnels, session
+/// endpoints and terminals: one user must not take all of a node's agent streams.
+#[derive(Debug, Default)]
+pub struct UserStreams(std::sync::Mutex<std::collections::HashMap<(String, String), u32>>);
+
+/// One counted stream; uncounted when dropped.
+#[derive(Debug)]
+pub struct UserStreamSlot {
+    owner: Arc<UserStreams>,
+    key: (String, String),
+}
+
+impl UserStreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a stream of `actor` to `node_id`, or returns how many are open if that
+    /// many already reach `limit`.
+    pub fn try_open(
+        self: &Arc<Self>,
+        node_id: &str,
+        actor: &str,
+        limit: u32,
+    ) -> Result<UserStreamSlot, u32> {
+        let key = (node_id.to_string(), actor.to_string());
+        let mut map = self.lock();
+        let n = map.entry(key.clone()).or_default();
+        if *n >= limit {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(UserStreamSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+
+    /// Streams `actor` has open to `node_id`.
+    pub fn open(&self, node_id: &str, actor: &str) -> u32 {
+        self.lock()
+            .get(&(node_id.to_string(), actor.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for UserStreamSlot {
+    fn drop(&mut self) {
+        let mut map = self.owner.lock();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 impl AppState {
     /// State with nothing connected yet: an empty tunnel registry, zeroed
     /// metrics, no session endpoints.
@@ -136,6 +196,7 @@ impl AppState {
             sessions: Default::default(),
             token_instances: Default::default(),
             node_streams: Default::default(),
+            user_streams: Default::default(),
         }
     }
 }
