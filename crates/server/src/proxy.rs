@@ -697,29 +697,7 @@ where
     if let Err(why) = checked {
         Metrics::inc(&state.metrics.streams_denied);
         let detail = json!({ "kind": kinds::TCP, "target": r.target, "reason": why });
-        match r.session {
-            Some(ses) => crate::audit::record_in_session(
-                state,
-                r.tenant_id,
-                r.actor,
-                Some(peer),
-                Some(r.node_id),
-                ses,
-                crate::audit::STREAM_OPEN,
-                crate::audit::DENIED,
-                detail,
-            ),
-            None => crate::audit::record(
-                state,
-                r.tenant_id,
-                r.actor,
-                Some(peer),
-                Some(r.node_id),
-                crate::audit::STREAM_OPEN,
-                crate::audit::DENIED,
-                detail,
-            ),
-        }
+        audit_stream(state, &r, peer, crate::audit::DENIED, detail);
         return Err(why);
     }
     let tcp = StreamKind {
@@ -880,29 +858,7 @@ where
             rec.finish(scanner.as_ref().and_then(|s| s.exit_code()));
         }
     }
-    match r.session {
-        Some(ses) => crate::audit::record_in_session(
-            state,
-            r.tenant_id,
-            r.actor,
-            Some(peer),
-            Some(r.node_id),
-            ses,
-            crate::audit::STREAM_OPEN,
-            outcome,
-            detail,
-        ),
-        None => crate::audit::record(
-            state,
-            r.tenant_id,
-            r.actor,
-            Some(peer),
-            Some(r.node_id),
-            crate::audit::STREAM_OPEN,
-            outcome,
-            detail,
-        ),
-    }
+    audit_stream(state, &r, peer, outcome, detail);
     match error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -1048,6 +1004,39 @@ where
         w.write_all(&buf[..n]).await?;
         w.flush().await?;
         *total += n as u64;
+    }
+}
+
+/// Appends the `stream.open` event of relay `r`, in its session when it has one.
+fn audit_stream(
+    state: &AppState,
+    r: &Relay<'_>,
+    peer: SocketAddr,
+    outcome: &str,
+    detail: serde_json::Value,
+) {
+    match r.session {
+        Some(ses) => crate::audit::record_in_session(
+            state,
+            r.tenant_id,
+            r.actor,
+            Some(peer),
+            Some(r.node_id),
+            ses,
+            crate::audit::STREAM_OPEN,
+            outcome,
+            detail,
+        ),
+        None => crate::audit::record(
+            state,
+            r.tenant_id,
+            r.actor,
+            Some(peer),
+            Some(r.node_id),
+            crate::audit::STREAM_OPEN,
+            outcome,
+            detail,
+        ),
     }
 }
 
