@@ -3,63 +3,35 @@
 //!
 //! Every relayed stream counts once. Written one by one, each would be an fsync'd
 //! transaction per stream, on top of its audit event; here counts are summed per node in
-//! memory and flushed in one transaction every [`FLUSH_DELAY`], off the runtime workers,
-//! so memory is bounded by the number of nodes, not of streams.
+//! memory and written behind ([`crate::write_behind`]), so memory is bounded by the
+//! number of nodes, not of streams.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use adit_api::policy::Access;
 use adit_store::{LastCommand, NodeCommands, Store};
 
-/// How long a count may wait for others to share its transaction.
-pub const FLUSH_DELAY: Duration = Duration::from_millis(20);
+use crate::write_behind::WriteBehind;
 
-/// Counts of this server's streams not yet written.
-pub struct Commands {
-    store: Arc<dyn Store>,
-    pending: Mutex<Pending>,
-}
+/// Counts of this server's streams not yet written, by (tenant id, node id).
+type Counts = HashMap<(String, String), NodeCommands>;
 
-#[derive(Default)]
-struct Pending {
-    /// By (tenant id, node id).
-    counts: HashMap<(String, String), NodeCommands>,
-    scheduled: bool,
-}
-
-impl std::fmt::Debug for Commands {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Commands").finish_non_exhaustive()
-    }
-}
+/// Counts of this server's streams, flushed every
+/// [`FLUSH_DELAY`](crate::write_behind::FLUSH_DELAY).
+#[derive(Debug)]
+pub struct Commands(Arc<WriteBehind<Counts>>);
 
 impl Commands {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            pending: Mutex::new(Pending::default()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        Self(Arc::new(WriteBehind::new(store, write)))
     }
 
     /// Counts one command to `node_id` under `access`, and makes `last` the node's last
     /// command if it is the latest.
-    pub fn record(
-        self: &Arc<Self>,
-        tenant_id: &str,
-        node_id: &str,
-        access: Access,
-        last: LastCommand,
-    ) {
-        let schedule = {
-            let mut p = self.lock();
-            let c = p
-                .counts
+    pub fn record(&self, tenant_id: &str, node_id: &str, access: Access, last: LastCommand) {
+        self.0.update(|counts| {
+            let c = counts
                 .entry((tenant_id.to_owned(), node_id.to_owned()))
                 .or_insert_with(|| NodeCommands {
                     node_id: node_id.to_owned(),
@@ -76,38 +48,25 @@ impl Commands {
             if c.last.as_ref().is_none_or(|l| l.at <= last.at) {
                 c.last = Some(last);
             }
-            !std::mem::replace(&mut p.scheduled, true)
-        };
-        if schedule {
-            let me = self.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn(async move {
-                        tokio::time::sleep(FLUSH_DELAY).await;
-                        let _ = tokio::task::spawn_blocking(move || me.flush()).await;
-                    });
-                }
-                Err(_) => me.flush(),
-            }
-        }
+        });
     }
 
     /// Writes everything counted, in one transaction. Also called at shutdown.
     pub fn flush(&self) {
-        let batch: Vec<(String, NodeCommands)> = {
-            let mut p = self.lock();
-            p.scheduled = false;
-            std::mem::take(&mut p.counts)
-                .into_iter()
-                .map(|((tenant, _), c)| (tenant, c))
-                .collect()
-        };
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.apply_node_commands(&batch) {
-            tracing::warn!(error = %e, nodes = batch.len(), "could not store node command counts");
-        }
+        self.0.flush();
+    }
+}
+
+fn write(store: &dyn Store, counts: Counts) {
+    if counts.is_empty() {
+        return;
+    }
+    let batch: Vec<(String, NodeCommands)> = counts
+        .into_iter()
+        .map(|((tenant, _), c)| (tenant, c))
+        .collect();
+    if let Err(e) = store.apply_node_commands(&batch) {
+        tracing::warn!(error = %e, nodes = batch.len(), "could not store node command counts");
     }
 }
 

@@ -18,5 +18,6 @@ pub mod registry;
 pub mod session_tokens;
 pub mod sessions;
 pub mod state;
+pub mod write_behind;
 
 pub use state::{AppState, Settings};
