@@ -68,22 +68,7 @@ fn filter_for(
     p: &Principal,
     q: &AuditQuery,
 ) -> Result<(AuditFilter, HashMap<String, String>), ApiFailure> {
-    let node_id = match &q.node {
-        Some(key) => Some(
-            state
-                .store
-                .node_by_id_or_name(&p.tenant_id, key)?
-                .filter(|n| n.tenant_id == p.tenant_id)
-                .ok_or_else(|| {
-                    ApiFailure::not_found(format!(
-                        "no node named or with id '{}' in this tenant",
-                        super::shown(key)
-                    ))
-                })?
-                .id,
-        ),
-        None => None,
-    };
+    let node_id = super::node_filter(state, &p.tenant_id, q.node.as_deref())?;
     let names = state
         .store
         .list_nodes(&p.tenant_id)?

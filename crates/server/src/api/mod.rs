@@ -161,6 +161,32 @@ pub(crate) fn validate_labels(labels: &adit_api::Labels) -> Result<(), ApiFailur
     Ok(())
 }
 
+/// 404 for a node the caller's tenant does not have (or that does not exist).
+pub(super) fn no_such_node(key: &str) -> ApiFailure {
+    ApiFailure::not_found(format!(
+        "no node named or with id '{}' in this tenant",
+        shown(key)
+    ))
+}
+
+/// The id of the node a `node=` filter names (by name or id) in `tenant_id`; 404 if
+/// the tenant has none; `None` without a filter.
+pub(super) fn node_filter(
+    state: &AppState,
+    tenant_id: &str,
+    key: Option<&str>,
+) -> Result<Option<String>, ApiFailure> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    state
+        .store
+        .node_by_id_or_name(tenant_id, key)?
+        .filter(|n| n.tenant_id == tenant_id)
+        .map(|n| Some(n.id))
+        .ok_or_else(|| no_such_node(key))
+}
+
 /// Client-supplied text as it may appear in a message: bounded and printable.
 pub(crate) fn shown(s: &str) -> String {
     const MAX: usize = 80;

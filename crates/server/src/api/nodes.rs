@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{source, ApiFailure};
+use super::{no_such_node, source, ApiFailure};
 use crate::audit;
 use crate::auth::Principal;
 use crate::authz::{allowed, allowed_somewhere, Permission};
@@ -103,13 +103,6 @@ fn started_sessions(
             ..Default::default()
         },
     )?)
-}
-
-fn no_such_node(key: &str) -> ApiFailure {
-    ApiFailure::not_found(format!(
-        "no node named or with id '{}' in this tenant",
-        super::shown(key)
-    ))
 }
 
 /// The node `key` names, if the caller may read it.

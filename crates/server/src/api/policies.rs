@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{shown, source, validate_labels, ApiFailure, ApiJson};
+use super::{no_such_node, shown, source, validate_labels, ApiFailure, ApiJson};
 use crate::audit;
 use crate::auth::Principal;
 use crate::authz::{allowed, Permission};
@@ -41,13 +41,6 @@ fn require_admin(
          whole tenant); ask an admin",
         p.user
     )))
-}
-
-fn no_such_node(key: &str) -> ApiFailure {
-    ApiFailure::not_found(format!(
-        "no node named or with id '{}' in this tenant",
-        shown(key)
-    ))
 }
 
 /// The stored (level, scope key) of a scope, and its node.

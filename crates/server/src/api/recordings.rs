@@ -50,22 +50,7 @@ pub(super) async fn list(
             "`limit` must be between 1 and {MAX_LIST}"
         )));
     }
-    let node_id = match &q.node {
-        Some(key) => Some(
-            state
-                .store
-                .node_by_id_or_name(&p.tenant_id, key)?
-                .filter(|n| n.tenant_id == p.tenant_id)
-                .ok_or_else(|| {
-                    ApiFailure::not_found(format!(
-                        "no node named or with id '{}' in this tenant",
-                        super::shown(key)
-                    ))
-                })?
-                .id,
-        ),
-        None => None,
-    };
+    let node_id = super::node_filter(&state, &p.tenant_id, q.node.as_deref())?;
     let data_dir = state.settings.data_dir.clone();
     let tenant_id = p.tenant_id.clone();
     let found = tokio::task::spawn_blocking(move || {

@@ -25,7 +25,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{shown, source, ApiFailure, ApiJson};
+use super::{no_such_node, shown, source, ApiFailure, ApiJson};
 use crate::audit;
 use crate::auth::Principal;
 use crate::authz::{allowed, allowed_somewhere, Permission};
@@ -66,13 +66,6 @@ pub fn remote_access_info(r: &RemoteAccess, node_name: &str) -> RemoteAccessInfo
 }
 
 // === validation ===
-
-fn no_such_node(key: &str) -> ApiFailure {
-    ApiFailure::not_found(format!(
-        "no node named or with id '{}' in this tenant",
-        shown(key)
-    ))
-}
 
 fn no_such_access(id: &str) -> ApiFailure {
     ApiFailure::not_found(format!(
