@@ -5,8 +5,10 @@
 //! cargo run --release -p adit-bench -- mux [--secs N] [--samples N] [--write bench/RESULTS.md]
 //! ```
 //!
-//! Everything runs in one process on a two-worker tokio runtime, with the
-//! same rustls configuration (ring, TLS 1.3, ALPN `adit/1`) that tunnels use.
+//! Everything runs in one process on a two-worker tokio runtime (one
+//! scenario puts the tunnel's far end on a second runtime, as a second
+//! process would), with the same rustls configuration (ring, TLS 1.3, ALPN
+//! `adit/1`) that tunnels use.
 
 mod report;
 mod scenarios;
@@ -90,10 +92,21 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    // The far end of `interactive_two_runtimes`, as a second process would
+    // have it: its own scheduler and worker threads.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .context("starting the second tokio runtime")?;
     let results = runtime.block_on(scenarios::run_all(
         Duration::from_secs(args.secs),
         args.samples,
+        server_runtime.handle(),
     ))?;
+    // Tasks of the far end may still be winding down; do not wait for them.
+    server_runtime.shutdown_background();
     let table = report::table(&results);
     println!("{table}");
     if let Some(path) = &args.write {

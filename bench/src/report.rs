@@ -96,6 +96,17 @@ pub fn table(r: &Results) -> String {
                 ))
             ),
         ),
+        latency_row(
+            "interactive_two_runtimes",
+            &r.interactive_two_runtimes,
+            format!(
+                "interactive_under_bulk with the server end on a second 2-worker runtime, as in two processes{}",
+                r.interactive_two_runtimes.bulk.map_or_else(String::new, |b| format!(
+                    "; bulk moved {:.2} Gbit/s meanwhile",
+                    b.gbit_per_sec()
+                ))
+            ),
+        ),
     ];
     rows.join("\n")
 }
@@ -135,7 +146,9 @@ pub fn section(r: &Results, table: &str) -> String {
          - command: `cargo run --release -p adit-bench -- mux --secs {}`\n\
          - setup: one process, tokio multi-thread runtime with 2 workers; rustls with the ring \
          provider, TLS 1.3, ALPN `adit/1`, TCP_NODELAY; tunnels use `adit_proto::Config::default()`; \
-         bulk traffic flows client → server, echoes go client → server → client.\n\
+         bulk traffic flows client → server, echoes go client → server → client; the echo client is \
+         a task on the workers, as the product's stream copies are; `interactive_two_runtimes` puts \
+         the tunnel's server end on a second 2-worker runtime, as a second process would.\n\
          - caveat: client, server and both TLS ends share the machine's cores with anything else \
          running; throughput varies by tens of percent between runs, so compare ratios within one \
          run and repeat a run before trusting a change.\n\n\

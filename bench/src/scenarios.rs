@@ -9,6 +9,7 @@ use adit_proto::{Config, OpenHeader, Side};
 use adit_tunnel::Tunnel;
 use anyhow::{ensure, Context};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
 use crate::tls::TlsConfigs;
@@ -75,9 +76,19 @@ pub struct Results {
     /// `interactive_under_bulk` with the kernel's socket buffers capped at
     /// [`SMALL_SOCKET_BUFFER`]: how much of the latency is kernel queueing.
     pub interactive_small_buffers: Latency,
+    /// `interactive_under_bulk` with the tunnel's server end (socket, driver
+    /// and stream tasks) on a runtime of its own, as when the two ends are
+    /// two processes (CLI and server, server and agent).
+    pub interactive_two_runtimes: Latency,
 }
 
-pub async fn run_all(duration: Duration, samples: usize) -> anyhow::Result<Results> {
+/// Runs every scenario; `server_rt` is the second runtime of
+/// `interactive_two_runtimes`.
+pub async fn run_all(
+    duration: Duration,
+    samples: usize,
+    server_rt: &Handle,
+) -> anyhow::Result<Results> {
     let tls = TlsConfigs::new()?;
 
     // The ceiling and the single-stream tunnel alternate, and each reports
@@ -91,7 +102,7 @@ pub async fn run_all(duration: Duration, samples: usize) -> anyhow::Result<Resul
         copies.push(t);
         cipher_suite = suite;
         eprintln!("mux_single (round {round}/{ALTERNATING_ROUNDS}): one stream over a tunnel, {duration:?}");
-        let (client, server) = tunnel_pair(&tls, None).await?;
+        let (client, server) = tunnel_pair(&tls, None, None).await?;
         singles.push(
             bulk(&client, &server, 1, duration)
                 .await
@@ -103,7 +114,7 @@ pub async fn run_all(duration: Duration, samples: usize) -> anyhow::Result<Resul
 
     eprintln!("mux_8: {CONCURRENT_STREAMS} streams over a tunnel, {duration:?}");
     let mux_8 = {
-        let (client, server) = tunnel_pair(&tls, None).await?;
+        let (client, server) = tunnel_pair(&tls, None, None).await?;
         bulk(&client, &server, CONCURRENT_STREAMS, duration)
             .await
             .context("mux_8")?
@@ -113,24 +124,38 @@ pub async fn run_all(duration: Duration, samples: usize) -> anyhow::Result<Resul
         "interactive_under_bulk: {samples} echoes beside {BULK_UNDER_INTERACTIVE} bulk streams"
     );
     let interactive_under_bulk = {
-        let (client, server) = tunnel_pair(&tls, None).await?;
-        echo_latency(&client, &server, samples, BULK_UNDER_INTERACTIVE)
+        let (client, server) = tunnel_pair(&tls, None, None).await?;
+        echo_latency(&client, &server, samples, BULK_UNDER_INTERACTIVE, None)
             .await
             .context("interactive_under_bulk")?
     };
 
     eprintln!("interactive_small_buffers: the same with {SMALL_SOCKET_BUFFER}-byte socket buffers");
     let interactive_small_buffers = {
-        let (client, server) = tunnel_pair(&tls, Some(SMALL_SOCKET_BUFFER)).await?;
-        echo_latency(&client, &server, samples, BULK_UNDER_INTERACTIVE)
+        let (client, server) = tunnel_pair(&tls, Some(SMALL_SOCKET_BUFFER), None).await?;
+        echo_latency(&client, &server, samples, BULK_UNDER_INTERACTIVE, None)
             .await
             .context("interactive_small_buffers")?
     };
 
+    eprintln!("interactive_two_runtimes: the same with the server end on its own runtime");
+    let interactive_two_runtimes = {
+        let (client, server) = tunnel_pair(&tls, None, Some(server_rt)).await?;
+        echo_latency(
+            &client,
+            &server,
+            samples,
+            BULK_UNDER_INTERACTIVE,
+            Some(server_rt),
+        )
+        .await
+        .context("interactive_two_runtimes")?
+    };
+
     eprintln!("interactive_idle: {samples} echoes on an idle tunnel");
     let interactive_idle = {
-        let (client, server) = tunnel_pair(&tls, None).await?;
-        echo_latency(&client, &server, samples, 0)
+        let (client, server) = tunnel_pair(&tls, None, None).await?;
+        echo_latency(&client, &server, samples, 0, None)
             .await
             .context("interactive_idle")?
     };
@@ -144,13 +169,14 @@ pub async fn run_all(duration: Duration, samples: usize) -> anyhow::Result<Resul
         interactive_under_bulk,
         interactive_idle,
         interactive_small_buffers,
+        interactive_two_runtimes,
     })
 }
 
 // === plain TLS ===
 
 async fn tls_copy(tls: &TlsConfigs, duration: Duration) -> anyhow::Result<(Throughput, String)> {
-    let (mut client, mut server, suite) = tls.pair(None).await?;
+    let (mut client, mut server, suite) = tls.pair(None, None).await?;
     let start = Instant::now();
     let writer = tokio::spawn(async move {
         let chunk = vec![0xA5u8; CHUNK];
@@ -186,16 +212,24 @@ async fn round_trip(echo: &mut adit_tunnel::Stream) -> anyhow::Result<Duration> 
     Ok(sent.elapsed())
 }
 
+/// A tunnel over TLS on loopback. With `server_rt`, the server end (its
+/// socket and driver) runs on that runtime.
 async fn tunnel_pair(
     tls: &TlsConfigs,
     socket_buffer: Option<u32>,
+    server_rt: Option<&Handle>,
 ) -> anyhow::Result<(Tunnel, Tunnel)> {
-    let (c, s, _) = tls.pair(socket_buffer).await?;
+    let (c, s, _) = tls.pair(socket_buffer, server_rt).await?;
     // Tunnel sockets get the product's tuning, as the server and agent do.
     adit_tunnel::tune_socket(c.get_ref().0);
     adit_tunnel::tune_socket(s.get_ref().0);
     let (client, _) = Tunnel::spawn(c, Side::Client, Config::default());
-    let (server, _) = Tunnel::spawn(s, Side::Server, Config::default());
+    let (server, driver) = Tunnel::new(s, Side::Server, Config::default());
+    spawn_on(server_rt, async move {
+        if let Err(e) = driver.await {
+            eprintln!("server tunnel ended: {e}");
+        }
+    });
     client
         .connected()
         .await
@@ -205,6 +239,18 @@ async fn tunnel_pair(
         .await
         .context("server tunnel handshake")?;
     Ok((client, server))
+}
+
+/// Spawns `task` on `rt`, or on the current runtime.
+fn spawn_on<F>(rt: Option<&Handle>, task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match rt {
+        Some(rt) => rt.spawn(task),
+        None => tokio::spawn(task),
+    }
 }
 
 fn header(kind: &str) -> OpenHeader {
@@ -285,6 +331,7 @@ async fn echo_latency(
     server: &Tunnel,
     samples: usize,
     bulk_streams: usize,
+    server_rt: Option<&Handle>,
 ) -> anyhow::Result<Latency> {
     let stop = Arc::new(AtomicBool::new(false));
     let bulk_bytes = Arc::new(AtomicU64::new(0));
@@ -308,7 +355,7 @@ async fn echo_latency(
             .await
             .context("the tunnel closed before all streams arrived")?;
         let bulk_bytes = bulk_bytes.clone();
-        peers.spawn(async move {
+        let task = async move {
             let mut buf = vec![0u8; CHUNK];
             loop {
                 let n = stream.read(&mut buf).await?;
@@ -322,20 +369,33 @@ async fn echo_latency(
                 }
             }
             stream.shutdown().await
-        });
+        };
+        match server_rt {
+            Some(rt) => peers.spawn_on(task, rt),
+            None => peers.spawn(task),
+        };
     }
 
-    let warmup_start = Instant::now();
-    while warmup_start.elapsed() < WARMUP {
-        round_trip(&mut echo).await?;
-    }
-    let bulk_before = bulk_bytes.load(Ordering::Relaxed);
-    let measure_start = Instant::now();
-    let mut rtts = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        rtts.push(round_trip(&mut echo).await?);
-    }
-    let measured = measure_start.elapsed();
+    // The echo client is a task on the runtime's workers, as the product's
+    // stream copies are, not the thread blocked in `block_on`.
+    let sampler = tokio::spawn({
+        let bulk_bytes = bulk_bytes.clone();
+        async move {
+            let warmup_start = Instant::now();
+            while warmup_start.elapsed() < WARMUP {
+                round_trip(&mut echo).await?;
+            }
+            let bulk_before = bulk_bytes.load(Ordering::Relaxed);
+            let measure_start = Instant::now();
+            let mut rtts = Vec::with_capacity(samples);
+            for _ in 0..samples {
+                rtts.push(round_trip(&mut echo).await?);
+            }
+            anyhow::Ok((echo, rtts, measure_start.elapsed(), bulk_before))
+        }
+    });
+    let (mut echo, mut rtts, measured, bulk_before) =
+        sampler.await.context("the echo client panicked")??;
     let bulk_during = bulk_bytes.load(Ordering::Relaxed) - bulk_before;
 
     stop.store(true, Ordering::Relaxed);

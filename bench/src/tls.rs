@@ -59,9 +59,13 @@ impl TlsConfigs {
     /// (client, server, negotiated cipher suite). With `socket_buffer`, the
     /// client's send buffer and the server's receive buffer are capped
     /// (SO_SNDBUF / SO_RCVBUF) instead of left to the kernel's autotuning.
+    ///
+    /// With `server_rt`, the server's socket is registered with and its
+    /// handshake runs on that runtime instead of the current one.
     pub async fn pair(
         &self,
         socket_buffer: Option<u32>,
+        server_rt: Option<&tokio::runtime::Handle>,
     ) -> anyhow::Result<(
         client::TlsStream<TcpStream>,
         server::TlsStream<TcpStream>,
@@ -76,6 +80,7 @@ impl TlsConfigs {
         listen_socket
             .bind(([127, 0, 0, 1], 0).into())
             .context("binding a loopback listener")?;
+        let guard = server_rt.map(tokio::runtime::Handle::enter);
         let listener = listen_socket.listen(16).context("listening on loopback")?;
         let addr = listener
             .local_addr()
@@ -86,6 +91,7 @@ impl TlsConfigs {
             tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
             acceptor.accept(tcp).await.context("server TLS handshake")
         });
+        drop(guard);
         let socket = TcpSocket::new_v4().context("creating a client socket")?;
         if let Some(size) = socket_buffer {
             socket

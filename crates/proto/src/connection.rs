@@ -362,6 +362,15 @@ impl Connection {
                 && !(self.urgent.is_empty() && self.bulk.is_empty()))
     }
 
+    /// True when control frames or interactive stream data wait to be sent:
+    /// what a driver should write before reading more bulk input.
+    pub fn wants_urgent_transmit(&self) -> bool {
+        !self.control.is_empty()
+            || (self.state == State::Established
+                && self.conn_send_max > self.conn_sent
+                && !self.urgent.is_empty())
+    }
+
     /// True when the peer's HELLO has been accepted.
     pub fn is_established(&self) -> bool {
         self.state == State::Established

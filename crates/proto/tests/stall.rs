@@ -274,3 +274,34 @@ fn a_reader_that_leaves_after_reading_everything_does_not_reset() {
         p.events[1]
     );
 }
+
+/// What a driver writes before reading more input: control frames and
+/// interactive data count, queued bulk data does not.
+#[test]
+fn urgent_transmit_is_control_or_interactive_data() {
+    let mut p = Pair::new();
+    p.connect();
+    let bulk = p.open("bulk");
+    let keys = p.open("keys");
+    for _ in 0..20 {
+        p.tick();
+    }
+    assert!(
+        !p.conns[1].wants_transmit(),
+        "nothing queued after the opens"
+    );
+    assert!(!p.conns[1].wants_urgent_transmit());
+    p.fill(bulk, &[0x5a; 16 * 1024]).unwrap();
+    assert!(p.conns[1].wants_transmit());
+    assert!(
+        !p.conns[1].wants_urgent_transmit(),
+        "queued bulk data alone is not urgent"
+    );
+    assert_eq!(p.conns[1].write(keys, b"k").unwrap(), 1);
+    assert!(p.conns[1].wants_urgent_transmit(), "a keystroke is urgent");
+    // Sent: the keystroke goes before the bulk data, and urgency clears.
+    let mut out = Vec::new();
+    p.conns[1].poll_transmit(p.now, &mut out, 64);
+    assert!(!p.conns[1].wants_urgent_transmit());
+    assert!(p.conns[1].wants_transmit(), "the bulk data still waits");
+}

@@ -33,6 +33,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const SMALL_READ_CHUNK: usize = 4 * 1024;
 /// Bytes the driver moves per poll before yielding to other tasks.
 const POLL_BUDGET: usize = 128 * 1024;
+/// A reader woken with at most this many bytes to read is interactive.
+const INTERACTIVE_READ: usize = 2048;
 
 /// Why the tunnel ended, as seen by handles.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +66,10 @@ struct Inner {
     closed: Option<String>,
     peer_going_away: bool,
     tunnel_handles: usize,
+    /// Set when input woke a reader with only a few bytes to read (a
+    /// keystroke, an echo): the driver then yields at once so that reader
+    /// runs before the driver moves more bulk data.
+    woke_interactive: bool,
 }
 
 impl Inner {
@@ -79,6 +85,9 @@ impl Inner {
                 }
                 Event::Readable(id) => {
                     if let Some(w) = self.wakers.read.remove(&id) {
+                        if self.conn.readable_bytes(id) <= INTERACTIVE_READ {
+                            self.woke_interactive = true;
+                        }
                         w.wake();
                     }
                 }
@@ -212,6 +221,7 @@ impl Tunnel {
                 closed: None,
                 peer_going_away: false,
                 tunnel_handles: 1,
+                woke_interactive: false,
             }),
         });
         let driver = Driver {
@@ -225,6 +235,7 @@ impl Tunnel {
             timer_deadline: None,
             read_closed: false,
             shut_down: false,
+            yield_now: false,
         };
         (Tunnel { shared }, driver)
     }
@@ -530,6 +541,8 @@ pub struct Driver<IO> {
     timer_deadline: Option<std::time::Instant>,
     read_closed: bool,
     shut_down: bool,
+    /// An interactive reader was just woken: let it run before moving on.
+    yield_now: bool,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
@@ -575,10 +588,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                         tracing::debug!(error = %e, "protocol error from peer");
                     }
                     inner.process_events();
+                    let yield_now = std::mem::take(&mut inner.woke_interactive);
+                    let urgent = inner.conn.wants_urgent_transmit();
                     drop(inner);
                     if self.read_buf.is_empty() && !self.bulk_reads {
                         // Give the (possibly large) buffer back while idle.
                         self.read_buf = BytesMut::new();
+                    }
+                    if yield_now {
+                        self.yield_now = true;
+                        return Ok(progress);
+                    }
+                    if urgent {
+                        // Pongs, credits and interactive data go out before
+                        // more bulk input is read.
+                        return Ok(progress);
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(e),
@@ -681,6 +705,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     return Poll::Ready(Err(e));
                 }
             };
+            if std::mem::take(&mut this.yield_now) {
+                // Tokio runs a task woken by this one next on this worker
+                // (and nowhere else) only once this poll ends.
+                this.poll_timer(cx);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let output = match this.poll_output(cx, POLL_BUDGET - moved) {
                 Ok(p) => p,
                 Err(e) => {
