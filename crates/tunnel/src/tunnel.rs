@@ -588,7 +588,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                         tracing::debug!(error = %e, "protocol error from peer");
                     }
                     inner.process_events();
-                    let yield_now = std::mem::take(&mut inner.woke_interactive);
+                    // Yielding costs a wake-up of another worker thread, so it is
+                    // only worth it when the driver has more to do: bulk input
+                    // (a large read) or anything queued to send.
+                    let yield_now = std::mem::take(&mut inner.woke_interactive)
+                        && (self.bulk_reads || inner.conn.wants_transmit());
                     let urgent = inner.conn.wants_urgent_transmit();
                     drop(inner);
                     if self.read_buf.is_empty() && !self.bulk_reads {
