@@ -112,7 +112,11 @@ fn partitioned(tag: &str, agent_config: &str) -> Option<Partitioned> {
         ns: ns.clone(),
         host_if: host_if.clone(),
     };
-    let octet = 1 + pid % 250;
+    // The tests of this file run at once in one process: each tag gets its own
+    // subnet, or a cut link would reroute one test's packets into the other's
+    // namespace (same addresses) and reset its connections.
+    let salt: u32 = tag.bytes().map(u32::from).sum();
+    let octet = 1 + (pid + salt) % 250;
     let host_ip = format!("10.213.{octet}.1");
     let ns_ip = format!("10.213.{octet}.2");
     must(&[
