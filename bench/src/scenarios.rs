@@ -225,7 +225,7 @@ async fn tunnel_pair(
     adit_tunnel::tune_socket(s.get_ref().0);
     let (client, _) = Tunnel::spawn(c, Side::Client, Config::default());
     let (server, driver) = Tunnel::new(s, Side::Server, Config::default());
-    spawn_on(server_rt, async move {
+    server_runtime(server_rt).spawn(async move {
         if let Err(e) = driver.await {
             eprintln!("server tunnel ended: {e}");
         }
@@ -241,16 +241,9 @@ async fn tunnel_pair(
     Ok((client, server))
 }
 
-/// Spawns `task` on `rt`, or on the current runtime.
-fn spawn_on<F>(rt: Option<&Handle>, task: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    match rt {
-        Some(rt) => rt.spawn(task),
-        None => tokio::spawn(task),
-    }
+/// `rt`, or the current runtime.
+fn server_runtime(rt: Option<&Handle>) -> Handle {
+    rt.cloned().unwrap_or_else(Handle::current)
 }
 
 fn header(kind: &str) -> OpenHeader {
@@ -370,10 +363,7 @@ async fn echo_latency(
             }
             stream.shutdown().await
         };
-        match server_rt {
-            Some(rt) => peers.spawn_on(task, rt),
-            None => peers.spawn(task),
-        };
+        peers.spawn_on(task, &server_runtime(server_rt));
     }
 
     // The echo client is a task on the runtime's workers, as the product's

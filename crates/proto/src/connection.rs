@@ -357,18 +357,18 @@ impl Connection {
     /// True when [`Connection::poll_transmit`] has something to send now.
     pub fn wants_transmit(&self) -> bool {
         !self.control.is_empty()
-            || (self.state == State::Established
-                && self.conn_send_max > self.conn_sent
-                && !(self.urgent.is_empty() && self.bulk.is_empty()))
+            || (self.can_send_data() && !(self.urgent.is_empty() && self.bulk.is_empty()))
     }
 
     /// True when control frames or interactive stream data wait to be sent:
     /// what a driver should write before reading more bulk input.
     pub fn wants_urgent_transmit(&self) -> bool {
-        !self.control.is_empty()
-            || (self.state == State::Established
-                && self.conn_send_max > self.conn_sent
-                && !self.urgent.is_empty())
+        !self.control.is_empty() || (self.can_send_data() && !self.urgent.is_empty())
+    }
+
+    /// Stream data may go out: established, and connection credit is left.
+    fn can_send_data(&self) -> bool {
+        self.state == State::Established && self.conn_send_max > self.conn_sent
     }
 
     /// True when the peer's HELLO has been accepted.

@@ -235,7 +235,6 @@ impl Tunnel {
             timer_deadline: None,
             read_closed: false,
             shut_down: false,
-            yield_now: false,
         };
         (Tunnel { shared }, driver)
     }
@@ -541,14 +540,13 @@ pub struct Driver<IO> {
     timer_deadline: Option<std::time::Instant>,
     read_closed: bool,
     shut_down: bool,
-    /// An interactive reader was just woken: let it run before moving on.
-    yield_now: bool,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     /// Reads what the transport has, up to about `budget` bytes; returns how
-    /// many arrived (an end of stream counts as one).
-    fn poll_input(&mut self, cx: &mut Context<'_>, budget: usize) -> io::Result<usize> {
+    /// many arrived (an end of stream counts as one), and whether the driver
+    /// should yield at once because it woke an interactive reader.
+    fn poll_input(&mut self, cx: &mut Context<'_>, budget: usize) -> io::Result<(usize, bool)> {
         let mut progress = 0;
         while progress < budget {
             if self.read_closed {
@@ -578,7 +576,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     inner.conn.transport_lost(reason);
                     inner.process_events();
                     inner.mark_closed(reason.to_string());
-                    return Ok(progress + 1);
+                    return Ok((progress + 1, false));
                 }
                 Poll::Ready(Ok(n)) => {
                     progress += n;
@@ -599,21 +597,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                         // Give the (possibly large) buffer back while idle.
                         self.read_buf = BytesMut::new();
                     }
-                    if yield_now {
-                        self.yield_now = true;
-                        return Ok(progress);
-                    }
-                    if urgent {
+                    if yield_now || urgent {
                         // Pongs, credits and interactive data go out before
                         // more bulk input is read.
-                        return Ok(progress);
+                        return Ok((progress, yield_now));
                     }
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
         }
-        Ok(progress)
+        Ok((progress, false))
     }
 
     /// Writes queued frames, up to about `budget` bytes; returns how many
@@ -702,14 +696,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
         // interactive ones most of all) get their turn.
         let mut moved = 0;
         while moved < POLL_BUDGET {
-            let input = match this.poll_input(cx, POLL_BUDGET - moved) {
+            let (input, yield_now) = match this.poll_input(cx, POLL_BUDGET - moved) {
                 Ok(p) => p,
                 Err(e) => {
                     this.fail(&e);
                     return Poll::Ready(Err(e));
                 }
             };
-            if std::mem::take(&mut this.yield_now) {
+            if yield_now {
                 // Tokio runs a task woken by this one next on this worker
                 // (and nowhere else) only once this poll ends.
                 this.poll_timer(cx);
