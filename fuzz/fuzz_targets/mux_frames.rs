@@ -154,6 +154,9 @@ fn server_config(sel: u8) -> Config {
             interactive_threshold: 64,
             ping_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(3),
+            pipe_limit: true,
+            min_pipe_limit: 2048,
+            pipe_ack_interval: 1024,
             max_queued_control_frames: 64,
         }
     };
@@ -165,7 +168,8 @@ fn client_hello(sel: u8) -> Hello {
     Hello {
         min_version: 1,
         max_version: 1 + u16::from(sel >> 7),
-        capabilities: u64::from(sel & 1),
+        // OFFSETS and PIPE_ACK together: the server then limits its pipe.
+        capabilities: u64::from(sel & 1) * 3,
         max_frame_payload: [1024, 4096, 64 * 1024, 256 * 1024][usize::from(sel >> 1) % 4],
         max_streams: [1, 3, 16, 1024][usize::from(sel >> 3) % 4],
         initial_stream_window: [0, 1000, 16 * 1024, 1 << 20][usize::from(sel >> 5) % 4],
@@ -197,6 +201,8 @@ struct Harness {
     /// DATA bytes the server sent on each stream (the ACK offset).
     server_sent: HashMap<StreamId, u64>,
     server_sent_total: u64,
+    /// Transport bytes the server sent (the offset of an ACK on stream 0).
+    server_wire: u64,
     /// Highest offset the client allowed on each stream / the connection.
     client_granted: HashMap<StreamId, u64>,
     client_conn_granted: u64,
@@ -224,6 +230,7 @@ impl Harness {
             client_sent: HashMap::new(),
             server_sent: HashMap::new(),
             server_sent_total: 0,
+            server_wire: 0,
             client_granted: HashMap::new(),
             last_server_ping: None,
         };
@@ -307,6 +314,7 @@ impl Harness {
     fn transmit(&mut self, max: usize) {
         let mut out = Vec::new();
         self.conn.poll_transmit(self.now, &mut out, max);
+        self.server_wire += out.len() as u64;
         self.outbox.extend_from_slice(&out);
         let limit = self.hello.max_frame_payload;
         loop {
@@ -411,7 +419,11 @@ impl Harness {
             }
             Op::Ack => {
                 let stream = self.stream(p);
-                let sent = self.server_sent.get(&stream).copied().unwrap_or(0);
+                let sent = if stream == 0 {
+                    self.server_wire
+                } else {
+                    self.server_sent.get(&stream).copied().unwrap_or(0)
+                };
                 let offset = self.offset(p, stream, sent);
                 self.send(&Frame::Ack { stream, offset });
             }

@@ -13,6 +13,10 @@ pub const ALPN: &[u8] = b"adit/1";
 pub mod capability {
     /// The peer understands ACK frames and keeps offsets for resumption.
     pub const OFFSETS: u64 = 1 << 0;
+    /// The peer acknowledges the transport bytes it has parsed (ACK on stream
+    /// 0), so a sender can keep bulk data in its own queues, where
+    /// interactive data overtakes it, instead of in the kernel's buffers.
+    pub const PIPE_ACK: u64 = 1 << 1;
 }
 
 /// Limits and tunables for one connection. The defaults suit a tunnel over
@@ -44,6 +48,16 @@ pub struct Config {
     pub ping_interval: Duration,
     /// The link is declared dead when nothing arrives for this long.
     pub idle_timeout: Duration,
+    /// Keep bulk data that was handed to the transport but not yet parsed by
+    /// the peer below a limit that follows the path's bandwidth × delay
+    /// (needs [`capability::PIPE_ACK`] on both sides). Bulk data then waits
+    /// in stream queues, where interactive data overtakes it, rather than in
+    /// socket buffers, where it cannot.
+    pub pipe_limit: bool,
+    /// The least that limit is: enough to keep loopback and LAN links full.
+    pub min_pipe_limit: u64,
+    /// Acknowledge the peer's transport bytes every this many parsed bytes.
+    pub pipe_ack_interval: u32,
     /// Control frames (pongs, credits, resets) allowed to wait for sending;
     /// a peer that makes us queue more is flooding and is disconnected.
     pub max_queued_control_frames: usize,
@@ -63,6 +77,9 @@ impl Default for Config {
             interactive_threshold: 2048,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
+            pipe_limit: true,
+            min_pipe_limit: 512 * 1024,
+            pipe_ack_interval: 64 * 1024,
             max_queued_control_frames: 4096,
         }
     }
@@ -107,6 +124,16 @@ impl Config {
         }
         if self.stream_send_buffer == 0 {
             return Err(ConfigError("stream_send_buffer must be at least 1"));
+        }
+        if self.pipe_ack_interval < 1024 {
+            return Err(ConfigError("pipe_ack_interval must be at least 1 KiB"));
+        }
+        // A full pipe always holds enough unparsed bytes for the peer to
+        // acknowledge some, so the sender never waits for an ACK that cannot come.
+        if self.min_pipe_limit < 2 * u64::from(self.pipe_ack_interval) {
+            return Err(ConfigError(
+                "min_pipe_limit must be at least twice pipe_ack_interval",
+            ));
         }
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError(

@@ -268,7 +268,159 @@ pub struct Connection {
     /// would grow windows, and so queues, without end).
     min_rtt: Option<Duration>,
 
+    /// Transport bytes in flight: what the peer has not parsed yet.
+    pipe: Pipe,
+
     stats: Stats,
+}
+
+/// Bytes handed to the transport but not yet parsed by the peer, measured
+/// with the peer's transport ACKs (stream 0). Bulk data stops at a limit of
+/// twice the path's bandwidth × delay (both measured from the ACKs, as BBR
+/// does), so it queues in the streams, where interactive data overtakes it,
+/// not in socket buffers, where it waits behind everything sent before.
+#[derive(Debug)]
+struct Pipe {
+    /// Both sides announced [`capability::PIPE_ACK`].
+    enabled: bool,
+    floor: u64,
+    ack_interval: u64,
+    /// Transport bytes handed out by `poll_transmit`.
+    sent: u64,
+    /// Transport bytes the peer acknowledged as parsed.
+    acked: u64,
+    acked_at: Instant,
+    /// Transport bytes this side parsed, and what it last acknowledged.
+    parsed: u64,
+    parsed_acked: u64,
+    /// Send points awaiting their ACK, oldest first (bounded).
+    samples: VecDeque<PipeSample>,
+    /// Lowest send-to-ACK time seen.
+    min_rtt: Option<Duration>,
+    /// Highest delivery rate (bytes per second) in this and the previous
+    /// window of [`RATE_WINDOW`].
+    rate: [f64; 2],
+    rate_epoch: Instant,
+    limit: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PipeSample {
+    /// `Pipe::sent` after this transmit.
+    end: u64,
+    at: Instant,
+    /// `Pipe::acked` and its time when this was sent.
+    acked: u64,
+    acked_at: Instant,
+}
+
+/// Send points kept for measurement; more are not needed to follow a path.
+const MAX_PIPE_SAMPLES: usize = 256;
+/// How long a delivery-rate maximum is remembered.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Pipe {
+    fn new(config: &Config, now: Instant) -> Self {
+        let ack_interval = u64::from(config.pipe_ack_interval.max(1024));
+        let floor = config.min_pipe_limit.max(2 * ack_interval);
+        Self {
+            enabled: false,
+            floor,
+            ack_interval,
+            sent: 0,
+            acked: 0,
+            acked_at: now,
+            parsed: 0,
+            parsed_acked: 0,
+            samples: VecDeque::new(),
+            min_rtt: None,
+            rate: [0.0; 2],
+            rate_epoch: now,
+            limit: floor,
+        }
+    }
+
+    /// Whether bulk data must wait for ACKs.
+    fn full(&self, pending: u64) -> bool {
+        self.enabled && self.sent + pending - self.acked >= self.limit
+    }
+
+    /// Records bytes handed to the transport.
+    fn on_sent(&mut self, n: u64, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        self.sent += n;
+        if !self.enabled {
+            return;
+        }
+        // One sample per half ACK interval is plenty, and bounds the queue.
+        let due = self
+            .samples
+            .back()
+            .is_none_or(|b| self.sent - b.end >= self.ack_interval / 2);
+        if due && self.samples.len() < MAX_PIPE_SAMPLES {
+            self.samples.push_back(PipeSample {
+                end: self.sent,
+                at: now,
+                acked: self.acked,
+                acked_at: self.acked_at,
+            });
+        }
+    }
+
+    /// The peer parsed every transport byte below `offset`.
+    fn on_ack(&mut self, offset: u64, now: Instant) -> Result<(), ProtocolError> {
+        if offset > self.sent {
+            return Err(ProtocolError::AckBeyondSent {
+                stream: 0,
+                acked: offset,
+                sent: self.sent,
+            });
+        }
+        if offset <= self.acked {
+            return Ok(());
+        }
+        self.acked = offset;
+        self.acked_at = now;
+        let mut last = None;
+        while self.samples.front().is_some_and(|s| s.end <= offset) {
+            last = self.samples.pop_front();
+        }
+        let Some(sample) = last else {
+            return Ok(());
+        };
+        let rtt = now.saturating_duration_since(sample.at);
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        let elapsed = now.saturating_duration_since(sample.acked_at).as_secs_f64();
+        if elapsed > 0.0 {
+            let rate = (offset - sample.acked) as f64 / elapsed;
+            if now.saturating_duration_since(self.rate_epoch) >= RATE_WINDOW {
+                self.rate = [0.0, self.rate[0]];
+                self.rate_epoch = now;
+            }
+            self.rate[0] = self.rate[0].max(rate);
+        }
+        if let Some(rtt) = self.min_rtt {
+            let bdp = rtt.as_secs_f64() * self.rate[0].max(self.rate[1]);
+            // Twice bandwidth × delay: room to find more bandwidth (the limit
+            // doubles per round trip while the path keeps up), and at most
+            // one bandwidth × delay of queue.
+            self.limit = (2.0 * bdp).clamp(self.floor as f64, MAX_CREDIT_OFFSET as f64) as u64;
+        }
+        Ok(())
+    }
+
+    /// Records parsed transport bytes; returns the offset to acknowledge
+    /// when an ACK is due.
+    fn on_parsed(&mut self, n: u64) -> Option<u64> {
+        self.parsed += n;
+        if self.enabled && self.parsed - self.parsed_acked >= self.ack_interval {
+            self.parsed_acked = self.parsed;
+            return Some(self.parsed);
+        }
+        None
+    }
 }
 
 impl Connection {
@@ -277,7 +429,12 @@ impl Connection {
         let hello = Frame::Hello(Hello {
             min_version: MIN_VERSION,
             max_version: MAX_VERSION,
-            capabilities: capability::OFFSETS,
+            capabilities: capability::OFFSETS
+                | if config.pipe_limit {
+                    capability::PIPE_ACK
+                } else {
+                    0
+                },
             max_frame_payload: config.max_frame_payload,
             max_streams: config.max_streams,
             initial_stream_window: config.initial_stream_window,
@@ -315,6 +472,7 @@ impl Connection {
             outstanding_ping: None,
             srtt: None,
             min_rtt: None,
+            pipe: Pipe::new(&config, now),
             stats: Stats::default(),
             config,
         }
@@ -357,7 +515,8 @@ impl Connection {
     /// True when [`Connection::poll_transmit`] has something to send now.
     pub fn wants_transmit(&self) -> bool {
         !self.control.is_empty()
-            || (self.can_send_data() && !(self.urgent.is_empty() && self.bulk.is_empty()))
+            || (self.can_send_data()
+                && !(self.urgent.is_empty() && (self.bulk.is_empty() || self.pipe.full(0))))
     }
 
     /// True when control frames or interactive stream data wait to be sent:
@@ -392,12 +551,16 @@ impl Connection {
             self.last_recv = now;
         }
         loop {
+            let before = buf.len();
             let frame = match Frame::decode(buf, self.config.max_frame_payload) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.fail(e.into())),
             };
             self.stats.frames_in += 1;
+            if let Some(offset) = self.pipe.on_parsed((before - buf.len()) as u64) {
+                self.control.push_back(Frame::Ack { stream: 0, offset });
+            }
             if let Err(e) = self.handle_frame(frame) {
                 return Err(self.fail(e));
             }
@@ -522,6 +685,8 @@ impl Connection {
             }
             self.schedule(id);
         }
+        self.pipe.enabled =
+            self.config.pipe_limit && hello.capabilities & capability::PIPE_ACK != 0;
         self.state = State::Established;
         self.events.push_back(Event::Connected {
             version,
@@ -735,6 +900,9 @@ impl Connection {
     }
 
     fn handle_ack(&mut self, id: StreamId, offset: u64) -> Result<(), ProtocolError> {
+        if id == 0 {
+            return self.pipe.on_ack(offset, self.now);
+        }
         let closed = self.was_closed(id);
         match self.streams.get_mut(&id) {
             Some(s) => {
@@ -849,12 +1017,21 @@ impl Connection {
             if self.state != State::Established || self.conn_send_max <= self.conn_sent {
                 break;
             }
-            let Some(id) = self.urgent.pop_front().or_else(|| self.bulk.pop_front()) else {
+            // Interactive data is never held back by the pipe limit.
+            let pending = (out.byte_len() - start) as u64;
+            let next = match self.urgent.pop_front() {
+                Some(id) => Some(id),
+                None if self.pipe.full(pending) => None,
+                None => self.bulk.pop_front(),
+            };
+            let Some(id) = next else {
                 break;
             };
             self.transmit_chunk(id, out);
         }
-        out.byte_len() > start
+        let written = out.byte_len() - start;
+        self.pipe.on_sent(written as u64, now);
+        written > 0
     }
 
     fn transmit_chunk<S: FrameSink>(&mut self, id: StreamId, out: &mut S) {
@@ -1299,6 +1476,9 @@ impl Connection {
             if s.send.acked > s.send.offset {
                 return Err(format!("stream {id} acked beyond sent"));
             }
+        }
+        if self.pipe.acked > self.pipe.sent {
+            return Err("transport acked beyond sent".into());
         }
         Ok(())
     }

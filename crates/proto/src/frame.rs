@@ -147,7 +147,10 @@ pub enum Frame {
         code: u32,
         reason: String,
     },
-    /// The sender has received every byte of `stream` below `offset`.
+    /// The sender has received every byte of `stream` below `offset`. On
+    /// stream 0 (only between peers that both announced
+    /// [`crate::capability::PIPE_ACK`]): it has parsed every transport byte
+    /// below `offset`.
     Ack {
         stream: StreamId,
         offset: u64,
@@ -293,7 +296,7 @@ impl Frame {
             if stream != 0 {
                 return Err(FrameError::ExpectedStreamZero { kind, stream });
             }
-        } else if stream == 0 && kind != FrameType::Credit {
+        } else if stream == 0 && !matches!(kind, FrameType::Credit | FrameType::Ack) {
             return Err(FrameError::UnexpectedStreamZero(kind));
         }
         let total = HEADER_LEN + len as usize;

@@ -244,6 +244,25 @@ fn ack_beyond_sent() {
 }
 
 #[test]
+fn transport_ack_beyond_sent() {
+    // ACK on stream 0 counts transport bytes; nothing was sent yet.
+    let err = assert_fails(
+        &[
+            hello(1, 1),
+            Frame::Ack {
+                stream: 0,
+                offset: 10,
+            },
+        ],
+        goaway_code::PROTOCOL,
+    );
+    assert!(
+        matches!(err, ProtocolError::AckBeyondSent { stream: 0, .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn ping_flood_without_reading() {
     let mut frames = vec![hello(1, 1)];
     frames.extend((0..5000).map(|i| Frame::Ping { opaque: i }));
