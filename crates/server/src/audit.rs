@@ -112,13 +112,112 @@ pub fn event(
 
 fn append(state: &AppState, event: AuditEvent) {
     if let Err(e) = state.store.append_audit(&event) {
-        tracing::warn!(
-            tenant_id = %event.tenant_id,
-            actor = %event.actor,
-            action = %event.action,
-            outcome = %event.outcome,
-            error = %e,
-            "could not append an audit event"
-        );
+        warn_lost(&event, &e);
+    }
+}
+
+fn warn_lost(event: &AuditEvent, e: &adit_store::StoreError) {
+    tracing::warn!(
+        tenant_id = %event.tenant_id,
+        actor = %event.actor,
+        action = %event.action,
+        outcome = %event.outcome,
+        error = %e,
+        "could not append an audit event"
+    );
+}
+
+/// Appends `event` like [`record`], for hot paths (one event per stream): the write
+/// runs off the runtime workers and shares its transaction, so its sync to disk, with
+/// the events appended meanwhile ([`GroupCommit`]). Returns once the event is durable
+/// (or its failure was logged).
+pub async fn commit(state: &AppState, event: AuditEvent) {
+    state.audit.append(event).await;
+}
+
+/// Group commit of audit events: the first event is written at once (no added delay);
+/// events that arrive while a transaction is being written and synced go together in
+/// the next one. Each caller waits until its own event is durable, so nothing is
+/// acknowledged that a crash could lose, but many streams share one disk sync, and no
+/// runtime worker (which TLS handshakes and relays need) waits for the disk.
+pub struct GroupCommit {
+    store: std::sync::Arc<dyn adit_store::Store>,
+    queue: std::sync::Mutex<Queue>,
+    batches: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(AuditEvent, tokio::sync::oneshot::Sender<()>)>,
+    /// A writer is draining the queue.
+    writing: bool,
+}
+
+/// Most events in one transaction.
+const MAX_BATCH: usize = 1024;
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    pub fn new(store: std::sync::Arc<dyn adit_store::Store>) -> Self {
+        Self {
+            store,
+            queue: Default::default(),
+            batches: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Transactions written so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queues `event` and waits until it is stored (see [`GroupCommit`]).
+    pub async fn append(self: &std::sync::Arc<Self>, event: AuditEvent) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.lock();
+            q.waiting.push((event, done));
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if start {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.write_all());
+        }
+        let _ = stored.await;
+    }
+
+    /// Writes batches until the queue is empty.
+    fn write_all(&self) {
+        loop {
+            let batch: Vec<_> = {
+                let mut q = self.lock();
+                if q.waiting.is_empty() {
+                    q.writing = false;
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_BATCH);
+                q.waiting.drain(..n).collect()
+            };
+            let (events, done): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            if let Err(e) = self.store.append_audit_batch(&events) {
+                for event in &events {
+                    warn_lost(event, &e);
+                }
+            }
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for d in done {
+                let _ = d.send(());
+            }
+        }
     }
 }

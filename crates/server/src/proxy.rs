@@ -697,7 +697,7 @@ where
     if let Err(why) = checked {
         Metrics::inc(&state.metrics.streams_denied);
         let detail = json!({ "kind": kinds::TCP, "target": r.target, "reason": why });
-        audit_stream(state, &r, peer, crate::audit::DENIED, detail);
+        audit_stream(state, &r, peer, crate::audit::DENIED, detail).await;
         return Err(why);
     }
     let tcp = StreamKind {
@@ -858,7 +858,7 @@ where
             rec.finish(scanner.as_ref().and_then(|s| s.exit_code()));
         }
     }
-    audit_stream(state, &r, peer, outcome, detail);
+    audit_stream(state, &r, peer, outcome, detail).await;
     match error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -1008,36 +1008,24 @@ where
 }
 
 /// Appends the `stream.open` event of relay `r`, in its session when it has one.
-fn audit_stream(
+async fn audit_stream(
     state: &AppState,
     r: &Relay<'_>,
     peer: SocketAddr,
     outcome: &str,
     detail: serde_json::Value,
 ) {
-    match r.session {
-        Some(ses) => crate::audit::record_in_session(
-            state,
-            r.tenant_id,
-            r.actor,
-            Some(peer),
-            Some(r.node_id),
-            ses,
-            crate::audit::STREAM_OPEN,
-            outcome,
-            detail,
-        ),
-        None => crate::audit::record(
-            state,
-            r.tenant_id,
-            r.actor,
-            Some(peer),
-            Some(r.node_id),
-            crate::audit::STREAM_OPEN,
-            outcome,
-            detail,
-        ),
-    }
+    let mut event = crate::audit::event(
+        r.tenant_id,
+        r.actor,
+        Some(peer),
+        Some(r.node_id),
+        crate::audit::STREAM_OPEN,
+        outcome,
+        detail,
+    );
+    event.session_id = r.session.map(str::to_string);
+    crate::audit::commit(state, event).await;
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub struct AppState {
     pub presence: Arc<crate::presence::Presence>,
     /// Per-node command counts, written in batches.
     pub commands: Arc<crate::commands::Commands>,
+    /// Audit events of hot paths (streams), committed in groups.
+    pub audit: Arc<crate::audit::GroupCommit>,
 }
 
 /// Stream counts per node id, in memory (this server since it started).
@@ -187,6 +189,7 @@ impl AppState {
         Self {
             presence: Arc::new(crate::presence::Presence::new(store.clone())),
             commands: Arc::new(crate::commands::Commands::new(store.clone())),
+            audit: Arc::new(crate::audit::GroupCommit::new(store.clone())),
             store,
             ca: Arc::new(ca),
             signer: Arc::new(signer),

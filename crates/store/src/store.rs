@@ -175,6 +175,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an event and returns its `seq` (strictly increasing; `event.seq` is ignored).
     /// There is deliberately no method to change or delete an event.
     fn append_audit(&self, event: &AuditEvent) -> Result<i64, StoreError>;
+    /// Appends `events` in order in one transaction (one commit, one sync to disk for
+    /// all of them) and returns their `seq`s; all are stored or none.
+    fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError>;
     /// The tenant's events matching `filter`, in `seq` order.
     fn list_audit(
         &self,

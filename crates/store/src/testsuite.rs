@@ -35,6 +35,7 @@ pub const CASES: &[Case] = &[
     ("nodes_round_trip", nodes_round_trip),
     ("certificates_round_trip", certificates_round_trip),
     ("audit_round_trip_and_filters", audit_round_trip_and_filters),
+    ("audit_batches", audit_batches),
     ("tenant_isolation", tenant_isolation),
     ("remote_access_round_trip", remote_access_round_trip),
     ("remote_access_status_update", remote_access_status_update),
@@ -836,6 +837,26 @@ pub fn audit_round_trip_and_filters(store: Arc<dyn Store>) {
             .len(),
         1
     );
+}
+
+pub fn audit_batches(store: Arc<dyn Store>) {
+    let t = store.create_tenant("acme").unwrap();
+    assert!(store.append_audit_batch(&[]).unwrap().is_empty());
+    let first = store
+        .append_audit(&event(&t.id, 100, "alice", "login", None))
+        .unwrap();
+    let batch: Vec<AuditEvent> = (0..5)
+        .map(|i| event(&t.id, 200 + i, "bob", "stream.open", Some("n1")))
+        .collect();
+    let seqs = store.append_audit_batch(&batch).unwrap();
+    assert_eq!(seqs.len(), 5);
+    assert!(seqs[0] > first && seqs.windows(2).all(|w| w[0] < w[1]));
+    let all = store.list_audit(&t.id, &AuditFilter::default()).unwrap();
+    assert_eq!(all.len(), 6);
+    for ((got, mut want), seq) in all[1..].iter().zip(batch).zip(&seqs) {
+        want.seq = *seq;
+        assert_eq!(*got, want, "batched events round-trip in order");
+    }
 }
 
 /// Two tenants with the same shapes of data; every tenant-scoped call made with tenant A

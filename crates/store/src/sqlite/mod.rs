@@ -1109,6 +1109,22 @@ impl Store for SqliteStore {
         insert_audit(&self.lock(), event)
     }
 
+    fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting audit transaction"))?;
+        let seqs = events
+            .iter()
+            .map(|e| insert_audit(&tx, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().map_err(backend("committing audit events"))?;
+        Ok(seqs)
+    }
+
     fn list_audit(
         &self,
         tenant_id: &str,

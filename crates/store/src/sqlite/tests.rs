@@ -71,6 +71,7 @@ conformance!(
     nodes_round_trip,
     certificates_round_trip,
     audit_round_trip_and_filters,
+    audit_batches,
     tenant_isolation,
     remote_access_round_trip,
     remote_access_status_update,
