@@ -78,6 +78,8 @@ pub struct AppState {
     pub commands: Arc<crate::commands::Commands>,
     /// Audit events of hot paths (streams), committed in groups.
     pub audit: Arc<crate::audit::GroupCommit>,
+    /// Access tokens whose signature was already verified.
+    pub verified_tokens: Arc<crate::auth::VerifiedTokens>,
 }
 
 /// Stream counts per node id, in memory (this server since it started).
@@ -190,6 +192,7 @@ impl AppState {
             presence: Arc::new(crate::presence::Presence::new(store.clone())),
             commands: Arc::new(crate::commands::Commands::new(store.clone())),
             audit: Arc::new(crate::audit::GroupCommit::new(store.clone())),
+            verified_tokens: Default::default(),
             store,
             ca: Arc::new(ca),
             signer: Arc::new(signer),

@@ -557,3 +557,68 @@ async fn disabling_a_user_stops_its_tokens_at_once() {
     assert!(e.actions().contains(&("user.disable".into(), "ok".into())));
     assert!(e.actions().contains(&("user.enable".into(), "ok".into())));
 }
+
+#[tokio::test]
+async fn verified_tokens_skip_only_the_signature_check() {
+    let e = env();
+    let viewer = e.login("viewer").await;
+    assert!(e.state.verified_tokens.is_empty());
+    e.call(Method::GET, "/v1/nodes", &viewer, None)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        e.state.verified_tokens.len(),
+        1,
+        "verified once, remembered"
+    );
+    e.call(Method::GET, "/v1/nodes", &viewer, None)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(e.state.verified_tokens.len(), 1);
+
+    // Another signature on the same claims is another token: verified, and refused.
+    let (head, sig) = viewer.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{head}.{flipped}{}", &sig[1..]);
+    e.call(Method::GET, "/v1/nodes", &forged, None)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        e.state.verified_tokens.len(),
+        1,
+        "refused tokens are not kept"
+    );
+
+    // What the store says still applies to a remembered token.
+    let admin = e.login("admin").await;
+    e.call(
+        Method::PATCH,
+        "/v1/users/viewer",
+        &admin,
+        Some(json!({"disabled": true})),
+    )
+    .await
+    .expect(StatusCode::OK);
+    e.call(Method::GET, "/v1/nodes", &viewer, None)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+
+    // Past `exp` a remembered token is not served from memory.
+    let cache = adit_server::auth::VerifiedTokens::default();
+    let now = adit_pki::now_unix();
+    let claims = |exp: i64| adit_pki::AccessClaims {
+        sub: "u".into(),
+        name: "u".into(),
+        ten: e.tenant.clone(),
+        aud: adit_pki::AUD_ACCESS.into(),
+        iat: now - 60,
+        exp,
+        jti: "j".into(),
+        api: false,
+    };
+    cache.insert("live", &claims(now + 60));
+    cache.insert("stale", &claims(now - 1));
+    assert_eq!(cache.get("live"), Some(claims(now + 60)));
+    assert_eq!(cache.get("stale"), None);
+    assert_eq!(cache.len(), 1, "an expired entry is dropped when met");
+}
