@@ -1188,27 +1188,28 @@ EXPLAIN = {
         f"the driver is idle instead of waking it; a current-thread runtime for the agent and the forward), then count wake-ups per "
         f"round trip again; a relay that does not terminate TLS on the server (above) removes two of the six hops' crypto work."),
     "rtt_bulk": (
-        f"the echo shares the two tunnel TCP connections with the bulk stream, so its frames wait behind bulk data already in the "
-        f"kernel send buffers and in the server's relay between the user's tunnel and the agent's tunnel (p50 under bulk "
+        f"the echo shares the two tunnel TCP connections and the server's relay with the bulk stream (p50 under bulk "
         f"{fmt((a['bulk'] or [None])[0], 0)} µs against rathole tcp's {fmt((g('rathole-tcp', 'bulk') or [None])[0], 0)} µs, whose echo "
         f"has its own TCP data channel); on two cores the five busy processes also delay every wake-up (every peer's p99 under bulk is "
-        f"milliseconds here). The mux's interactive-first scheduler only orders frames not yet written; in the one-process mux benchmark "
-        f"(section above) smaller kernel buffers brought p99 under 1 ms. Next step: bound what each hop lets into the kernel "
-        f"(SO_SNDBUF/TCP_NOTSENT_LOWAT on both tunnel sockets and the server's relay window sized to the measured RTT × rate), "
-        f"byte budgets per poll for bulk stream handles, and rerun this test."),
+        f"milliseconds here). Each tunnel now keeps bulk data that its peer has not parsed below max(512 KiB, 2 × bandwidth × delay) "
+        f"(the mux's pipe limit), so a keystroke no longer waits behind megabytes in kernel buffers; with that limit at 128 or 256 KiB "
+        f"(one experiment run each) p50 under bulk stayed about 2 ms while one stream lost up to a third of its throughput, so most "
+        f"of what is left is not in the tunnels' buffers but in scheduling: a relay task copying bulk data runs on a worker for up "
+        f"to tokio's cooperative budget (128 reads or writes) before the echo's task gets its turn. Next step: byte budgets per poll "
+        f"for bulk stream copies in the server, the agent and `adit forward` (yield after about 64 KiB), then rerun this test."),
     "cps": (
         f"each new connection costs {fmt(a['cps_cpu'], 0)} µs of CPU in Adit's processes against rathole tcp's "
-        f"{fmt(g('rathole-tcp', 'cps_cpu'), 0)} µs: the server verifies the user's ES256 access token and signs an ES256 grant for "
-        f"every stream, and the agent verifies that grant (P-256 `ecp_nistz256` is the top user-space code in the server and the agent "
-        f"in the cps profile); the server also writes an audit row per stream to SQLite with synchronous=FULL (`iowrite16`: the "
-        f"virtio disk) on a runtime worker. {cs(ctx_cps, 'connection')}. Next steps: verify the access token once per client "
-        f"tunnel, not per stream; let the agent accept a short-lived per-tunnel grant key so per-stream grants are HMACs, not ECDSA; "
-        f"batch audit writes in one transaction every few ms off the runtime workers."),
+        f"{fmt(g('rathole-tcp', 'cps_cpu'), 0)} µs: the server signs an ES256 grant for every stream and the agent verifies it "
+        f"(P-256 `ecp_nistz256` is the top user-space code in the agent's cps profile); the user's access token is verified once "
+        f"per token (remembered until it expires) and stream audit events are group-committed off the runtime workers, so the "
+        f"server no longer verifies a signature or waits for the disk per stream. {cs(ctx_cps, 'connection')}. Next steps: let "
+        f"the agent accept a short-lived per-tunnel grant key so per-stream grants are HMACs, not ECDSA; fewer wake-ups per "
+        f"stream open (the OPEN, the agent's accept and the first DATA each wake the driver and the stream's task)."),
     "ttfb": (
-        f"the first byte waits for the server to authorise the stream (token check, grant signature), the agent to verify the grant "
+        f"the first byte waits for the server to authorise the stream (store reads, grant signature), the agent to verify the grant "
         f"and connect the target, and the open to cross both tunnels; under `rr cps` with {meta['cps_workers']} workers these queue "
-        f"behind each other's ECDSA work (see the connections/s item). Next step: the same (per-tunnel token verification, cheap "
-        f"per-stream grants), and let the first DATA frame travel with the OPEN instead of after the agent's accept."),
+        f"behind each other's ECDSA work (see the connections/s item). Next step: cheap per-stream grants (above), and let the "
+        f"first DATA frame travel with the OPEN instead of after the agent's accept."),
     "rss": (
         "see the section \"Agent memory when idle\": 0.5 MB of it is the agent's own heap and stacks, the rest mapped code "
         "(2.5 MB text touched by start-up and the first TLS handshake, 1.9 MB shared libc/libm/ld.so pages that RSS counts whole; "
