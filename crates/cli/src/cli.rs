@@ -560,6 +560,17 @@ pub enum UsersCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Disable a user (by name or id): it cannot log in, and its access and API tokens
+    /// stop working at once; its role bindings are kept.
+    Disable {
+        /// User name or id.
+        user: String,
+    },
+    /// Enable a disabled user again (its unexpired tokens work again).
+    Enable {
+        /// User name or id.
+        user: String,
+    },
     /// Change your own password, or (admins) reset another user's.
     ///
     /// With --password-stdin, changing your own reads the current password from the first

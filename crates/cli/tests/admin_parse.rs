@@ -93,6 +93,15 @@ fn users() {
             },
         ]
     );
+    assert!(matches!(
+        parse(&["users", "disable", "bob"]).unwrap().command,
+        Command::Users(UsersCommand::Disable { user }) if user == "bob"
+    ));
+    assert!(matches!(
+        parse(&["users", "enable", "bob"]).unwrap().command,
+        Command::Users(UsersCommand::Enable { user }) if user == "bob"
+    ));
+    assert!(parse(&["users", "disable"]).is_err());
     let err = parse(&["users", "create", "bob", "--role", "root"])
         .unwrap_err()
         .to_string();

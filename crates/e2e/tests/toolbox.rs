@@ -148,6 +148,15 @@ fn exec_shell_policies_and_audit() {
         "viewer exec",
     );
     assert!(err.contains("permission denied"), "{err}");
+    // Disabled, its login stops working at once; enabled, it works again.
+    ok(
+        adit(home, &["users", "disable", "viewer1"]),
+        "disable viewer",
+    );
+    let err = fails(adit(&viewer_home, &["nodes", "ls"]), "disabled viewer");
+    assert!(err.contains("no longer exists or is disabled"), "{err}");
+    ok(adit(home, &["users", "enable", "viewer1"]), "enable viewer");
+    ok(adit(&viewer_home, &["nodes", "ls"]), "enabled viewer");
 
     // A session token works without a login.
     let token = ok(

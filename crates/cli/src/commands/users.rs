@@ -1,10 +1,12 @@
-//! `adit users ls|create|rm|passwd`.
+//! `adit users ls|create|rm|disable|enable|passwd`.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-use adit_api::{paths, CreateUserRequest, RoleInfo, SetPasswordRequest, UserInfo};
+use adit_api::{
+    paths, CreateUserRequest, RoleInfo, SetPasswordRequest, UpdateUserRequest, UserInfo,
+};
 use anyhow::{bail, Context as _, Result};
 
 use super::Ctx;
@@ -18,6 +20,8 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> Result<u8> {
         UsersCommand::Ls => list(ctx).await,
         UsersCommand::Create(args) => create(ctx, args).await,
         UsersCommand::Rm { user, yes } => remove(ctx, &user, yes).await,
+        UsersCommand::Disable { user } => set_disabled(ctx, &user, true).await,
+        UsersCommand::Enable { user } => set_disabled(ctx, &user, false).await,
         UsersCommand::Passwd {
             user,
             password_stdin,
@@ -100,6 +104,27 @@ async fn remove(ctx: &Ctx, user: &str, yes: bool) -> Result<u8> {
     let (_, api) = ctx.api()?;
     api.delete(&path_with(paths::USER, "user", user)).await?;
     println!("deleted user {user}");
+    Ok(0)
+}
+
+async fn set_disabled(ctx: &Ctx, user: &str, disabled: bool) -> Result<u8> {
+    let (_, api) = ctx.api()?;
+    let info: UserInfo = api
+        .patch(
+            &path_with(paths::USER, "user", user),
+            &UpdateUserRequest { disabled },
+        )
+        .await?;
+    if ctx.json() {
+        print_json(&info)?;
+    } else if disabled {
+        println!(
+            "disabled user {}: it cannot log in and its tokens are refused",
+            info.name
+        );
+    } else {
+        println!("enabled user {}", info.name);
+    }
     Ok(0)
 }
 
