@@ -1193,22 +1193,26 @@ EXPLAIN = {
         f"has its own TCP data channel); on two cores the five busy processes also delay every wake-up (every peer's p99 under bulk is "
         f"milliseconds here). Each tunnel now keeps bulk data that its peer has not parsed below max(512 KiB, 2 × bandwidth × delay) "
         f"(the mux's pipe limit), so a keystroke no longer waits behind megabytes in kernel buffers; with that limit at 128 or 256 KiB "
-        f"(one experiment run each) p50 under bulk stayed about 2 ms while one stream lost up to a third of its throughput, so most "
-        f"of what is left is not in the tunnels' buffers but in scheduling: a relay task copying bulk data runs on a worker for up "
-        f"to tokio's cooperative budget (128 reads or writes) before the echo's task gets its turn. Next step: byte budgets per poll "
-        f"for bulk stream copies in the server, the agent and `adit forward` (yield after about 64 KiB), then rerun this test."),
+        f"(one experiment run each) p50 under bulk stayed about 2 ms while one stream lost up to a third of its throughput, and "
+        f"making tunnel stream reads yield after 64 KiB (so a relay task copying bulk data cannot keep a worker) changed nothing "
+        f"either (two alternated runs each: p50 3157 / 3123 µs against 3419 / 3217 µs without). So the wait is neither in the "
+        f"tunnels' buffers nor behind the relays' copies. Next step: time one echo hop by hop through the three processes "
+        f"(per-stream tracing spans with timestamps, or `perf sched` wake-up latencies) to find where the 2–3 ms go."),
     "cps": (
         f"each new connection costs {fmt(a['cps_cpu'], 0)} µs of CPU in Adit's processes against rathole tcp's "
         f"{fmt(g('rathole-tcp', 'cps_cpu'), 0)} µs: the server signs an ES256 grant for every stream and the agent verifies it "
         f"(P-256 `ecp_nistz256` is the top user-space code in the agent's cps profile); the user's access token is verified once "
         f"per token (remembered until it expires) and stream audit events are group-committed off the runtime workers, so the "
-        f"server no longer verifies a signature or waits for the disk per stream. {cs(ctx_cps, 'connection')}. Next steps: let "
-        f"the agent accept a short-lived per-tunnel grant key so per-stream grants are HMACs, not ECDSA; fewer wake-ups per "
-        f"stream open (the OPEN, the agent's accept and the first DATA each wake the driver and the stream's task)."),
+        f"server no longer verifies a signature or waits for the disk per stream. {cs(ctx_cps, 'connection')}. Next steps: reuse a "
+        f"signed grant for identical streams (same user, node, kind, target and session) while it has most of its 60 s left, and "
+        f"let the agent remember verified grants until they expire, so repeated connections cost no ECDSA (a grant is already a "
+        f"bearer for its lifetime, so reuse gives a compromised proxy nothing new; a per-tunnel HMAC key would let the proxy mint "
+        f"grants, which the design rules out); fewer wake-ups per stream open (the OPEN, the agent's accept and the first DATA "
+        f"each wake the driver and the stream's task)."),
     "ttfb": (
         f"the first byte waits for the server to authorise the stream (store reads, grant signature), the agent to verify the grant "
         f"and connect the target, and the open to cross both tunnels; under `rr cps` with {meta['cps_workers']} workers these queue "
-        f"behind each other's ECDSA work (see the connections/s item). Next step: cheap per-stream grants (above), and let the "
+        f"behind each other's ECDSA work (see the connections/s item). Next step: grant reuse (above), and let the "
         f"first DATA frame travel with the OPEN instead of after the agent's accept."),
     "rss": (
         "see the section \"Agent memory when idle\": 0.5 MB of it is the agent's own heap and stacks, the rest mapped code "
