@@ -114,6 +114,13 @@ fn transport_acks(wire: &[u8]) -> usize {
     acks
 }
 
+fn without_limit() -> Config {
+    Config {
+        pipe_limit: false,
+        ..Config::default()
+    }
+}
+
 /// Two bulk streams whose stream and connection credit allow far more than
 /// the pipe limit to be sent at once.
 fn bulk_unparsed(client: Config, server: Config) -> usize {
@@ -141,13 +148,9 @@ fn bulk_waits_in_the_mux_below_the_limit() {
 fn without_the_limit_bulk_fills_the_transport() {
     // Negative control: the same streams without the limit hand out their
     // whole credit, so the test above measures the limit, not the windows.
-    let config = Config {
-        pipe_limit: false,
-        ..Config::default()
-    };
-    let unparsed = bulk_unparsed(config.clone(), config.clone());
+    let unparsed = bulk_unparsed(without_limit(), without_limit());
     assert!(
-        unparsed >= 2 * config.initial_stream_window as usize,
+        unparsed >= 2 * Config::default().initial_stream_window as usize,
         "{unparsed} bytes unparsed"
     );
 }
@@ -199,11 +202,7 @@ fn interactive_data_overtakes_a_full_pipe_and_bulk_resumes_on_ack() {
 fn the_limit_needs_both_sides() {
     // A peer that does not announce the capability sends no transport ACKs,
     // so the other side must not wait for them.
-    let on = Config::default();
-    let off = Config {
-        pipe_limit: false,
-        ..Config::default()
-    };
+    let (on, off) = (Config::default(), without_limit());
     let unparsed = bulk_unparsed(on.clone(), off.clone());
     assert!(
         unparsed >= 2 * on.initial_stream_window as usize,
