@@ -99,17 +99,30 @@ pub fn authorize(
     }
     let token = std::str::from_utf8(&header.grant)
         .map_err(|_| Denial::denied("grant rejected (malformed)"))?;
-    let claims: GrantClaims = creds
-        .jwks
-        .verify_at(token, AUD_GRANT, Some(crate::clock::server_now()))
-        .map_err(|e| {
-            let why = match e.jwt_kind() {
-                Some(JwtErrorKind::Expired) => "expired".to_owned(),
-                Some(kind) => kind.to_string(),
-                None => "invalid".to_owned(),
-            };
-            Denial::denied(format!("grant rejected ({why})"))
-        })?;
+    // Repeated streams of one user to one target carry the same grant: its signature
+    // is verified once; the checks below run for every stream.
+    let now = crate::clock::server_now();
+    let claims = match creds.verified_grants.get(token, now) {
+        Some(claims) => claims,
+        None => {
+            let claims: GrantClaims =
+                creds
+                    .jwks
+                    .verify_at(token, AUD_GRANT, Some(now))
+                    .map_err(|e| {
+                        let why = match e.jwt_kind() {
+                            Some(JwtErrorKind::Expired) => "expired".to_owned(),
+                            Some(kind) => kind.to_string(),
+                            None => "invalid".to_owned(),
+                        };
+                        Denial::denied(format!("grant rejected ({why})"))
+                    })?;
+            creds
+                .verified_grants
+                .insert(token, &claims, claims.exp, now);
+            claims
+        }
+    };
     if claims.sub != creds.node.node_id {
         return Err(Denial::denied("grant is for another node"));
     }

@@ -48,6 +48,8 @@ pub struct Credentials {
     /// Certificate validity, unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// Grants verified with `jwks` (new credentials start with none).
+    pub verified_grants: std::sync::Arc<adit_pki::Verified<adit_pki::GrantClaims>>,
 }
 
 impl Credentials {
@@ -68,6 +70,7 @@ impl Credentials {
             jwks,
             not_before,
             not_after,
+            verified_grants: Default::default(),
         })
     }
 }

@@ -71,6 +71,18 @@ async fn grant_matrix() {
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "echoed bytes differ");
 
+    // The same grant again (its signature, verified once, is remembered): accepted for
+    // its own target, and still checked against each stream.
+    let again = exchange(&tunnel, "tcp", &echo, &grant, b"again")
+        .await
+        .unwrap();
+    assert_eq!(again, b"again");
+    assert_refused(
+        exchange(&tunnel, "tcp", &closed_port, &grant, b"x").await,
+        adit_proto::reset_code::DENIED,
+        "another target",
+    );
+
     // `localhost` in the header and grant normalises to the allowed 127.0.0.1.
     let port = echo.rsplit_once(':').unwrap().1;
     let localhost = format!("localhost:{port}");

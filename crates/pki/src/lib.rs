@@ -16,6 +16,7 @@ mod jwt;
 mod pin;
 mod secret;
 mod tls;
+mod verified;
 
 pub use ca::{
     node_id_from_cert_der, not_after_from_cert_der, serial_hex_from_cert_der, validate_node_id,
@@ -33,6 +34,7 @@ pub use secret::Secret;
 pub use tls::{
     client_config, peer_cert_der, pinned_client_config, server_config, web_client_config,
 };
+pub use verified::{Verified, VERIFIED_CAPACITY};
 
 /// Result alias for this crate.
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;

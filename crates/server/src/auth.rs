@@ -27,66 +27,12 @@ const LOGIN_AGAIN: &str = "log in again with `adit login`";
 
 // === verified tokens ===
 
-/// Access tokens whose signature, audience and expiry were verified, by SHA-256 of the
-/// token: a client that opens many streams with one token (every `adit forward`
-/// connection carries it) pays for one ES256 verification, not one per stream. Only
-/// that pure check is remembered, and only until the token's `exp` (the full check,
-/// with its clearer errors, runs again after it); who the user is, whether the user
-/// or an API token is still valid and which roles apply are read from the store on
-/// every use, as before.
-#[derive(Debug, Default)]
-pub struct VerifiedTokens(Mutex<HashMap<[u8; 32], AccessClaims>>);
-
-/// Tokens remembered at most; past it, expired ones are dropped, then all.
-const MAX_VERIFIED_TOKENS: usize = 4096;
-
-impl VerifiedTokens {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], AccessClaims>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn key(token: &str) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(token.as_bytes()).into()
-    }
-
-    /// The claims of `token` if it was verified and has not expired.
-    pub fn get(&self, token: &str) -> Option<AccessClaims> {
-        let now = adit_store::now_millis().div_euclid(1000);
-        let key = Self::key(token);
-        let mut map = self.lock();
-        match map.get(&key) {
-            Some(c) if now < c.exp => Some(c.clone()),
-            Some(_) => {
-                map.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Remembers that `token` verified with `claims`.
-    pub fn insert(&self, token: &str, claims: &AccessClaims) {
-        let now = adit_store::now_millis().div_euclid(1000);
-        let mut map = self.lock();
-        if map.len() >= MAX_VERIFIED_TOKENS {
-            map.retain(|_, c| now < c.exp);
-            if map.len() >= MAX_VERIFIED_TOKENS {
-                map.clear();
-            }
-        }
-        map.insert(Self::key(token), claims.clone());
-    }
-
-    /// Tokens remembered now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// Access tokens whose signature, audience and expiry were verified: a client that
+/// opens many streams with one token (every `adit forward` connection carries it)
+/// pays for one ES256 verification, not one per stream. Who the user is, whether the
+/// user or an API token is still valid and which roles apply are read from the store
+/// on every use, as before.
+pub type VerifiedTokens = adit_pki::Verified<AccessClaims>;
 
 // === Principal ===
 
@@ -142,11 +88,14 @@ impl FromRequestParts<AppState> for Principal {
 /// or moved since it was issued. Role bindings are read fresh, so a role removed after
 /// login stops working at once.
 pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, ApiFailure> {
-    let claims = match state.verified_tokens.get(token) {
+    let now = adit_pki::now_unix();
+    let claims = match state.verified_tokens.get(token, now) {
         Some(claims) => claims,
         None => {
             let claims = verify_access_token(state, token)?;
-            state.verified_tokens.insert(token, &claims);
+            state
+                .verified_tokens
+                .insert(token, &claims, claims.exp, now);
             claims
         }
     };

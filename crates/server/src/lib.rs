@@ -7,6 +7,7 @@ pub mod auth;
 pub mod authz;
 pub mod bootstrap;
 pub mod commands;
+pub mod grants;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

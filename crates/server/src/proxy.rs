@@ -732,12 +732,12 @@ pub(crate) async fn relay_kind_to_agent<C>(
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let now = adit_pki::now_unix();
     let claims = GrantClaims {
         aud: AUD_GRANT.to_string(),
-        iat: now,
-        exp: now + state.settings.grant_ttl.as_secs() as i64,
-        jti: uuid::Uuid::new_v4().to_string(),
+        // Set when signed (or taken from the grant reused).
+        iat: 0,
+        exp: 0,
+        jti: String::new(),
         ten: r.tenant_id.to_string(),
         usr: r.actor.to_string(),
         sub: r.node_id.to_string(),
@@ -756,9 +756,14 @@ where
                 r.actor, r.node_name
             )
         })?;
-    let grant = state
-        .signer
-        .sign(&claims)
+    let (grant, claims) = state
+        .grants
+        .get_or_sign(
+            &state.signer,
+            claims,
+            state.settings.grant_ttl.as_secs() as i64,
+            adit_pki::now_unix(),
+        )
         .map_err(|e| format!("could not sign a grant: {e}"))?;
     let mut upstream = agent
         .open(OpenHeader {
@@ -828,6 +833,7 @@ where
     let mut detail = json!({
         "kind": stream.kind,
         "target": r.target,
+        // Identical streams within half a grant's lifetime share one (`grants.rs`).
         "grant": claims.jti,
         "bytes_to_node": to_node,
         "bytes_from_node": from_node,

@@ -80,6 +80,8 @@ pub struct AppState {
     pub audit: Arc<crate::audit::GroupCommit>,
     /// Access tokens whose signature was already verified.
     pub verified_tokens: Arc<crate::auth::VerifiedTokens>,
+    /// Grants signed recently, reused for identical streams.
+    pub grants: Arc<crate::grants::SignedGrants>,
 }
 
 /// Stream counts per node id, in memory (this server since it started).
@@ -193,6 +195,7 @@ impl AppState {
             commands: Arc::new(crate::commands::Commands::new(store.clone())),
             audit: Arc::new(crate::audit::GroupCommit::new(store.clone())),
             verified_tokens: Default::default(),
+            grants: Default::default(),
             store,
             ca: Arc::new(ca),
             signer: Arc::new(signer),

@@ -616,9 +616,9 @@ async fn verified_tokens_skip_only_the_signature_check() {
         jti: "j".into(),
         api: false,
     };
-    cache.insert("live", &claims(now + 60));
-    cache.insert("stale", &claims(now - 1));
-    assert_eq!(cache.get("live"), Some(claims(now + 60)));
-    assert_eq!(cache.get("stale"), None);
+    cache.insert("live", &claims(now + 60), now + 60, now);
+    cache.insert("stale", &claims(now + 1), now + 1, now);
+    assert_eq!(cache.get("live", now), Some(claims(now + 60)));
+    assert_eq!(cache.get("stale", now + 1), None);
     assert_eq!(cache.len(), 1, "an expired entry is dropped when met");
 }
