@@ -1200,20 +1200,19 @@ EXPLAIN = {
         f"(per-stream tracing spans with timestamps, or `perf sched` wake-up latencies) to find where the 2–3 ms go."),
     "cps": (
         f"each new connection costs {fmt(a['cps_cpu'], 0)} µs of CPU in Adit's processes against rathole tcp's "
-        f"{fmt(g('rathole-tcp', 'cps_cpu'), 0)} µs: the server signs an ES256 grant for every stream and the agent verifies it "
-        f"(P-256 `ecp_nistz256` is the top user-space code in the agent's cps profile); the user's access token is verified once "
-        f"per token (remembered until it expires) and stream audit events are group-committed off the runtime workers, so the "
-        f"server no longer verifies a signature or waits for the disk per stream. {cs(ctx_cps, 'connection')}. Next steps: reuse a "
-        f"signed grant for identical streams (same user, node, kind, target and session) while it has most of its 60 s left, and "
-        f"let the agent remember verified grants until they expire, so repeated connections cost no ECDSA (a grant is already a "
-        f"bearer for its lifetime, so reuse gives a compromised proxy nothing new; a per-tunnel HMAC key would let the proxy mint "
-        f"grants, which the design rules out); fewer wake-ups per stream open (the OPEN, the agent's accept and the first DATA "
-        f"each wake the driver and the stream's task)."),
+        f"{fmt(g('rathole-tcp', 'cps_cpu'), 0)} µs. ECDSA is no longer in the cps profile: the server reuses a signed grant for "
+        f"identical streams while more than half its 60 s is left, the agent remembers grants it verified, and access tokens are "
+        f"verified once each (every stream is still authorized and checked on both sides). What is left is wake-ups "
+        f"({cs(ctx_cps, 'connection')}; the kernel's scheduler symbols lead every Adit process's profile) and the server's store "
+        f"reads per stream (user, tenant, role bindings, node and its policy: `sqlite3VdbeExec`). Next steps: fewer wake-ups per "
+        f"stream open (the OPEN, the agent's accept and the first DATA each wake a tunnel driver and a stream task in three "
+        f"processes; let the first DATA travel with the OPEN); keep the authorization inputs of a client tunnel (user, roles, "
+        f"node policy) in memory and drop them on change instead of reading them per stream."),
     "ttfb": (
-        f"the first byte waits for the server to authorise the stream (store reads, grant signature), the agent to verify the grant "
-        f"and connect the target, and the open to cross both tunnels; under `rr cps` with {meta['cps_workers']} workers these queue "
-        f"behind each other's ECDSA work (see the connections/s item). Next step: grant reuse (above), and let the "
-        f"first DATA frame travel with the OPEN instead of after the agent's accept."),
+        f"the first byte waits for the server to authorise the stream (store reads), the open to cross both tunnels, the agent "
+        f"to connect the target and the reply to come back: six process hops and a connect, each a wake-up, and under `rr cps` "
+        f"with {meta['cps_workers']} workers these queue behind each other on two cores. Next step: let the first DATA frame "
+        f"travel with the OPEN instead of after the agent's accept, and the wake-up work of the connections/s item."),
     "rss": (
         "see the section \"Agent memory when idle\": 0.5 MB of it is the agent's own heap and stacks, the rest mapped code "
         "(2.5 MB text touched by start-up and the first TLS handshake, 1.9 MB shared libc/libm/ld.so pages that RSS counts whole; "
