@@ -12,46 +12,19 @@
 //! grant's claims against each stream. A per-tunnel shared key (HMAC grants) would be
 //! cheaper still but would let a proxy mint grants, which the design rules out.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use adit_pki::{GrantClaims, PkiError, SigningKey, Verified};
 
-use adit_pki::{GrantClaims, PkiError, SigningKey};
-
-/// What a grant authorizes: equal keys may share a grant.
-type Key = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<i64>,
-);
-
-fn key(c: &GrantClaims) -> Key {
-    (
-        c.ten.clone(),
-        c.usr.clone(),
-        c.sub.clone(),
-        c.knd.clone(),
-        c.tgt.clone(),
-        c.ses.clone(),
-        c.sxp,
-    )
+/// What a grant authorizes, as one unambiguous string: equal keys may share a grant.
+fn key(c: &GrantClaims) -> String {
+    serde_json::json!([c.ten, c.usr, c.sub, c.knd, c.tgt, c.ses, c.sxp]).to_string()
 }
 
-/// Grants kept at most; past it, expired ones are dropped, then all.
-const MAX_GRANTS: usize = 4096;
-
-/// Grants signed recently, by what they authorize.
+/// Grants signed recently, by what they authorize, each kept until half of its lifetime
+/// is used (the bounded, expiring map of [`adit_pki::Verified`]).
 #[derive(Debug, Default)]
-pub struct SignedGrants(Mutex<HashMap<Key, (String, GrantClaims)>>);
+pub struct SignedGrants(Verified<(String, GrantClaims)>);
 
 impl SignedGrants {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (String, GrantClaims)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A signed grant for what `claims` authorizes, valid for `ttl` seconds from `now`:
     /// the one signed earlier for the same authorization while more than half of `ttl`
     /// is left on it, else a new one (`claims`' `iat`, `exp` and `jti` are set here).
@@ -63,33 +36,17 @@ impl SignedGrants {
         now: i64,
     ) -> Result<(String, GrantClaims), PkiError> {
         let key = key(&claims);
-        if let Some((token, signed)) = self.lock().get(&key) {
-            if signed.exp - now > ttl / 2 {
-                return Ok((token.clone(), signed.clone()));
-            }
+        if let Some(signed) = self.0.get(&key, now) {
+            return Ok(signed);
         }
         claims.iat = now;
         claims.exp = now.saturating_add(ttl);
         claims.jti = uuid::Uuid::new_v4().to_string();
         let token = signer.sign(&claims)?;
-        let mut map = self.lock();
-        if map.len() >= MAX_GRANTS {
-            map.retain(|_, (_, c)| c.exp > now);
-            if map.len() >= MAX_GRANTS {
-                map.clear();
-            }
-        }
-        map.insert(key, (token.clone(), claims.clone()));
-        Ok((token, claims))
-    }
-
-    /// Grants kept now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        let signed = (token, claims);
+        // Reused while `exp - now > ttl / 2`, i.e. until `exp - ttl / 2`.
+        self.0.insert(&key, &signed, signed.1.exp - ttl / 2, now);
+        Ok(signed)
     }
 }
 
