@@ -137,7 +137,10 @@ pub async fn commit(state: &AppState, event: AuditEvent) {
 
 /// Group commit of audit events: the first event is written at once (no added delay);
 /// events that arrive while a transaction is being written and synced go together in
-/// the next one. Each caller waits until its own event is durable, so nothing is
+/// the next one. While streams end faster than one transaction syncs (the last batch
+/// held more than one event), the writer waits [`COMMIT_DELAY`] before each further
+/// transaction so that more events share it (PostgreSQL's `commit_delay`); a lone
+/// event never waits. Each caller waits until its own event is durable, so nothing is
 /// acknowledged that a crash could lose, but many streams share one disk sync, and no
 /// runtime worker (which TLS handshakes and relays need) waits for the disk.
 pub struct GroupCommit {
@@ -155,6 +158,10 @@ struct Queue {
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How long the writer gathers events for the next transaction under load: a
+/// stream's relay waits this much longer for its audit event, after its client and
+/// agent streams have ended.
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,7 +204,11 @@ impl GroupCommit {
 
     /// Writes batches until the queue is empty.
     fn write_all(&self) {
+        let mut last = 0;
         loop {
+            if last > 1 && self.lock().waiting.len() < MAX_BATCH {
+                std::thread::sleep(COMMIT_DELAY);
+            }
             let batch: Vec<_> = {
                 let mut q = self.lock();
                 if q.waiting.is_empty() {
@@ -207,6 +218,7 @@ impl GroupCommit {
                 let n = q.waiting.len().min(MAX_BATCH);
                 q.waiting.drain(..n).collect()
             };
+            last = batch.len();
             let (events, done): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             if let Err(e) = self.store.append_audit_batch(&events) {
                 for event in &events {

@@ -27,6 +27,9 @@ use crate::model::{
 };
 use crate::store::Store;
 
+/// Prepared statements kept per connection (the store has about 70 distinct ones).
+const STATEMENT_CACHE: usize = 256;
+
 /// A [`Store`] backed by one SQLite connection.
 ///
 /// Calls are serialised by a mutex; each is a short query, so async callers may call it
@@ -97,6 +100,10 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(cfg("synchronous"))?;
+        // Every query goes through `prepare_cached`; rusqlite keeps 16 by default, fewer
+        // than one stream's authorization and audit use, so statements were compiled
+        // again on every stream.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn, crate::now_millis())?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -272,7 +279,10 @@ fn exec_one<P: Params>(
     not_found: impl FnOnce() -> String,
     what: &str,
 ) -> Result<(), StoreError> {
-    let n = conn.execute(sql, params).map_err(backend(what))?;
+    let n = conn
+        .prepare_cached(sql)
+        .and_then(|mut st| st.execute(params))
+        .map_err(backend(what))?;
     if n == 0 {
         Err(StoreError::NotFound(not_found()))
     } else {
@@ -1774,11 +1784,13 @@ fn insert_certificate(conn: &Connection, rec: &CertificateRecord) -> Result<(), 
 
 fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<i64, StoreError> {
     let detail = to_json(&event.detail, "audit detail")?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit_events (time, tenant_id, actor, source, node_id, session_id,
                                    action, outcome, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )
+    .and_then(|mut st| {
+        st.execute(params![
             event.time,
             event.tenant_id,
             event.actor,
@@ -1788,8 +1800,8 @@ fn insert_audit(conn: &Connection, event: &AuditEvent) -> Result<i64, StoreError
             event.action,
             event.outcome,
             detail
-        ],
-    )
+        ])
+    })
     .map_err(backend("appending audit event"))?;
     Ok(conn.last_insert_rowid())
 }
