@@ -90,6 +90,13 @@ struct RunArgs {
     /// (descriptions, harmless actions, arguments) in `[actions.NAME]` of the configuration.
     #[arg(long = "action", value_name = "NAME=COMMAND", value_parser = parse_action)]
     actions: Vec<(String, Vec<String>)>,
+    /// Threads that carry the tunnel and its streams. 1 (the default) runs everything on
+    /// one thread: the tunnel's TLS and framing are one task whatever the count, and one
+    /// thread saves the wake-ups between threads (faster on small devices). More may help
+    /// many busy streams on a device with cores to spare.
+    #[arg(long, value_name = "N", default_value_t = 1, env = "ADIT_AGENT_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
 }
 
 fn parse_action(s: &str) -> Result<(String, Vec<String>), String> {
@@ -112,11 +119,18 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Run(args) => args.threads,
+        Command::Enroll(_) => 1,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(threads));
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

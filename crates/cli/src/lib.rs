@@ -34,8 +34,10 @@ pub fn main() -> ExitCode {
     let env = environment::Env::from_process();
     init_tracing(env.log_filter.as_deref());
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: every command is network-bound, and a tunnel's TLS and framing run on
+    // one task anyway; a single thread saves the wake-ups between threads that a
+    // forward's every connection would otherwise pay.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

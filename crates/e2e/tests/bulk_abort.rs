@@ -69,6 +69,9 @@ fn dropped_bulk_downloads_leave_the_tunnel_usable() {
             &format!("127.0.0.1:{hose}"),
             "--allow",
             &format!("127.0.0.1:{echo}"),
+            // The multi-threaded runtime (other tests run the default single thread).
+            "--threads",
+            "2",
         ],
     );
     // One forward carries the downloads, another the echo: new connections must
