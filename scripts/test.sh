@@ -38,6 +38,15 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy -j"$jobs" --workspace --all-targets -- -D warnings
 
+log "shell scripts and their embedded Python parse"
+for f in scripts/*.sh bench/*.sh .ci/run; do
+    bash -n "$f"
+    # Python fed to `python3 -` from a quoted heredoc (the benchmark reports).
+    awk '/<<.PYEOF.$/ {f = 1; next} /^PYEOF$/ {f = 0; print "#---"} f' "$f" \
+        | python3 -c 'import ast, sys; [ast.parse(p) for p in sys.stdin.read().split("#---\n")]' \
+        || { echo "embedded Python in $f does not parse" >&2; exit 1; }
+done
+
 log "cargo deny check licenses bans sources (advisories need GitHub: see deny.toml)"
 cargo deny --version >/dev/null 2>&1 || cargo install cargo-deny --locked -j"$jobs"
 cargo deny check licenses bans sources
