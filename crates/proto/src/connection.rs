@@ -731,6 +731,7 @@ impl Connection {
         self.peer_active += 1;
         self.stats.streams_opened_remote += 1;
         self.events.push_back(Event::StreamOpened { id, header });
+        self.keep_conn_room();
         Ok(())
     }
 
@@ -1127,6 +1128,7 @@ impl Connection {
         self.local_active += 1;
         self.stats.streams_opened_local += 1;
         self.control.push_back(Frame::Open { stream: id, header });
+        self.keep_conn_room();
         Ok(id)
     }
 
@@ -1339,6 +1341,37 @@ impl Connection {
         if let Some(floor) = conn_floor.filter(|f| *f > self.conn_window) {
             self.conn_window = floor;
             self.conn_granted = self.conn_granted.max(self.conn_consumed + floor);
+            self.control.push_back(Frame::Credit {
+                stream: 0,
+                max_offset: self.conn_granted,
+            });
+        }
+        self.keep_conn_room();
+    }
+
+    /// Keeps the connection window above every open stream's receive window
+    /// plus one initial window (up to `max_connection_window`, the memory
+    /// bound): streams whose readers stop can park their windows' worth of
+    /// data, and a new stream must still move. Without it two new streams that
+    /// nobody reads (2 × 512 KiB) held a fresh tunnel's whole 1 MiB.
+    fn keep_conn_room(&mut self) {
+        if self.state != State::Established {
+            return;
+        }
+        let parked: u64 = self
+            .streams
+            .values()
+            .filter(|s| s.recv.state == RecvState::Open)
+            .map(|s| s.recv.window)
+            .sum();
+        let floor = (parked + u64::from(self.config.initial_stream_window))
+            .min(self.config.max_connection_window);
+        if floor <= self.conn_window {
+            return;
+        }
+        self.conn_window = floor;
+        if self.conn_consumed + floor > self.conn_granted {
+            self.conn_granted = self.conn_consumed + floor;
             self.control.push_back(Frame::Credit {
                 stream: 0,
                 max_offset: self.conn_granted,

@@ -305,3 +305,38 @@ fn urgent_transmit_is_control_or_interactive_data() {
     assert!(!p.conns[1].wants_urgent_transmit());
     assert!(p.conns[1].wants_transmit(), "the bulk data still waits");
 }
+
+/// Streams that nobody ever reads, on a fresh connection whose window never
+/// grew: their initial windows together equal the initial connection window
+/// (4 × 64 KiB here; with the defaults two streams, 2 × 512 KiB, fill 1 MiB).
+/// A new stream must still move. Before the connection window kept room for
+/// every stream's window, the new stream moved 0 bytes.
+#[test]
+fn unread_new_streams_leave_room_for_another() {
+    let mut p = Pair::new();
+    p.connect();
+    let ids: Vec<StreamId> = (0..4).map(|k| p.open(&format!("idle-{k}"))).collect();
+    let chunk = vec![0x5a; 64 * 1024];
+    for _ in 0..300 {
+        for &id in &ids {
+            p.fill(id, &chunk).unwrap();
+        }
+        p.tick();
+    }
+    let id = p.open("fresh");
+    let response = vec![0x42u8; 256 * 1024];
+    let mut sent = 0;
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..2_000 {
+        if sent < response.len() {
+            sent += p.conns[1].write(id, &response[sent..]).unwrap();
+        }
+        got += p.drain(id, &mut buf);
+        if got == response.len() {
+            return;
+        }
+        p.tick();
+    }
+    panic!("fresh stream moved {got} of {} bytes", response.len());
+}
