@@ -1352,8 +1352,8 @@ impl Connection {
     /// Keeps the connection window above every open stream's receive window
     /// plus one initial window (up to `max_connection_window`, the memory
     /// bound): streams whose readers stop can park their windows' worth of
-    /// data, and a new stream must still move. Without it two new streams that
-    /// nobody reads (2 × 512 KiB) held a fresh tunnel's whole 1 MiB.
+    /// data, and a new stream must still move (with the default windows two new
+    /// streams that nobody reads, 2 × 512 KiB, would hold a fresh tunnel's 1 MiB).
     fn keep_conn_room(&mut self) {
         if self.state != State::Established {
             return;
