@@ -1322,12 +1322,9 @@ impl Connection {
         // the whole of it and the others keep moving.
         let grown = grow_window(r.window, max_window, &mut r.window_epoch, now, min_rtt);
         let budget = self.config.max_connection_window / 2;
-        let mut conn_floor = None;
         if grown > r.window && self.window_growth + (grown - r.window) <= budget {
             self.window_growth += grown - r.window;
             r.window = grown;
-            // The connection window keeps room beyond what grown streams can park.
-            conn_floor = Some((2 * self.window_growth).min(self.config.max_connection_window));
         }
         r.granted = r.consumed + r.window;
         self.control.push_back(Frame::Credit {
@@ -1338,22 +1335,15 @@ impl Connection {
             stream: id,
             offset: r.received,
         });
-        if let Some(floor) = conn_floor.filter(|f| *f > self.conn_window) {
-            self.conn_window = floor;
-            self.conn_granted = self.conn_granted.max(self.conn_consumed + floor);
-            self.control.push_back(Frame::Credit {
-                stream: 0,
-                max_offset: self.conn_granted,
-            });
-        }
         self.keep_conn_room();
     }
 
     /// Keeps the connection window above every open stream's receive window
-    /// plus one initial window (up to `max_connection_window`, the memory
-    /// bound): streams whose readers stop can park their windows' worth of
-    /// data, and a new stream must still move (with the default windows two new
-    /// streams that nobody reads, 2 × 512 KiB, would hold a fresh tunnel's 1 MiB).
+    /// plus one initial window, and above twice the streams' growth (up to
+    /// `max_connection_window`, the memory bound): streams whose readers stop
+    /// can park their windows' worth of data, and a new stream must still move
+    /// (with the default windows two new streams that nobody reads,
+    /// 2 × 512 KiB, would hold a fresh tunnel's 1 MiB).
     fn keep_conn_room(&mut self) {
         if self.state != State::Established {
             return;
@@ -1365,6 +1355,7 @@ impl Connection {
             .map(|s| s.recv.window)
             .sum();
         let floor = (parked + u64::from(self.config.initial_stream_window))
+            .max(2 * self.window_growth)
             .min(self.config.max_connection_window);
         if floor <= self.conn_window {
             return;
