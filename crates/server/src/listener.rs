@@ -84,6 +84,27 @@ const H2_MAX_STREAMS: u32 = 64;
 /// ping is not answered within the same time.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
+/// Connections the kernel completes and holds for [`serve`] to accept (capped by
+/// `net.core.somaxconn`, 4096 on current kernels). tokio's default of 1024 overflows
+/// when a fleet reconnects at once: a dropped SYN is retried by the agent's kernel after
+/// 1, 3, 7, 15 s..., so a few overflows turn a herd of seconds into a minute.
+pub const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Binds the public port with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a restarted
+/// server can listen at once while the old connections are in TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,

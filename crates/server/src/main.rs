@@ -220,8 +220,7 @@ fn start(args: StartArgs) -> Result<()> {
         .build()
         .context("could not start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = adit_server::listener::bind(listen)
             .with_context(|| format!("could not listen on {listen}"))?;
         let local = listener.local_addr()?;
         let state = boot.state.clone();

@@ -90,7 +90,7 @@ pub fn effective_from(node: &Node, policies: &[Policy]) -> EffectivePolicy {
 
 /// The policy that applies to `node` now.
 pub fn effective(store: &dyn Store, node: &Node) -> Result<EffectivePolicy, StoreError> {
-    let policies = store.list_policies(&node.tenant_id)?;
+    let policies = store.policies_for_node(&node.tenant_id, &node.id)?;
     Ok(effective_from(node, &policies))
 }
 

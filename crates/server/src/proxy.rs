@@ -108,7 +108,7 @@ async fn agent_tunnel(
     Metrics::inc(&state.metrics.tunnels_total);
     tracing::info!(%node_id, %peer, "agent connected");
     // Sessions waiting for this node start now, not at the next tick.
-    crate::sessions::wake(&state);
+    crate::sessions::tunnel_changed(&state, &node_id);
 
     // The tunnel must not outlive the certificate it was admitted with.
     let expires_in = Duration::from_secs((not_after - adit_pki::now_unix()).max(0) as u64);
@@ -144,7 +144,7 @@ async fn agent_tunnel(
             .status(&node_id, NodeStatus::Offline, adit_store::now_millis());
     }
     Metrics::dec(&state.metrics.tunnels_active);
-    crate::sessions::wake(&state);
+    crate::sessions::tunnel_changed(&state, &node_id);
     tracing::info!(%node_id, %reason, "agent disconnected");
 }
 

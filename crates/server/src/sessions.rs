@@ -21,11 +21,17 @@ use crate::state::AppState;
 const TICK: Duration = Duration::from_millis(500);
 
 /// Live endpoints of this proxy, by session id.
+#[derive(Default)]
 pub struct Sessions {
     notify: tokio::sync::Notify,
-    /// Bumped whenever the set of live sessions may have changed; on-demand agents'
-    /// long polls wait on it.
-    changes: tokio::sync::watch::Sender<u64>,
+    /// Per node, bumped whenever that node's live sessions may have changed; on-demand
+    /// agents' long polls wait on their own node's only, so one session wakes one agent.
+    /// An entry exists while someone waits on it.
+    waiting: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
+    /// Nodes with a live session (as of the last reconcile pass, plus those woken since):
+    /// a tunnel coming or going wakes the loop only for these, so a reconnecting fleet
+    /// does not run a pass per agent.
+    nodes_with_sessions: Mutex<HashSet<String>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     next_port: Mutex<u16>,
     /// The expiry each live session's node agent knows (from grants or told since).
@@ -40,26 +46,79 @@ struct Endpoint {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Default for Sessions {
-    fn default() -> Self {
-        Self {
-            notify: Default::default(),
-            changes: tokio::sync::watch::channel(0).0,
-            endpoints: Default::default(),
-            next_port: Default::default(),
-            told: Default::default(),
+
+/// A wait for changes of one node's sessions ([`Sessions::subscribe`]); leaves the table
+/// of waiting nodes when the last wait of that node is dropped.
+pub struct NodeChanges<'a> {
+    rx: tokio::sync::watch::Receiver<u64>,
+    node_id: String,
+    sessions: &'a Sessions,
+}
+
+impl NodeChanges<'_> {
+    /// Resolves at the next change of the node's sessions after the subscription (or
+    /// after the last call).
+    pub async fn changed(&mut self) {
+        // The sender lives in the table while this receiver does, so this cannot fail.
+        let _ = self.rx.changed().await;
+    }
+
+    /// Whether a change came since the subscription or the last [`Self::changed`].
+    pub fn has_changed(&self) -> bool {
+        self.rx.has_changed().unwrap_or(false)
+    }
+}
+
+impl Drop for NodeChanges<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.sessions.waiting();
+        // Under the lock no receiver can be added: this one is the last if the count is 1.
+        if waiting
+            .get(&self.node_id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            waiting.remove(&self.node_id);
         }
     }
 }
 
 impl Sessions {
-    /// A receiver that sees every later change of the live sessions.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// A wait that sees every later change of node `node_id`'s live sessions.
+    pub fn subscribe(&self, node_id: &str) -> NodeChanges<'_> {
+        let rx = self
+            .waiting()
+            .entry(node_id.to_owned())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe();
+        NodeChanges {
+            rx,
+            node_id: node_id.to_owned(),
+            sessions: self,
+        }
     }
 
-    fn changed(&self) {
-        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+    /// Nodes with at least one wait (for tests and metrics).
+    pub fn waiting_nodes(&self) -> usize {
+        self.waiting().len()
+    }
+
+    /// Wakes the waits of node `node_id` only.
+    fn changed(&self, node_id: &str) {
+        if let Some(tx) = self.waiting().get(node_id) {
+            tx.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<u64>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn nodes_with_sessions(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.nodes_with_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, Endpoint>> {
@@ -76,10 +135,24 @@ impl Sessions {
     }
 }
 
-/// Tells the loop that sessions changed; it reconciles at once.
-pub fn wake(state: &AppState) {
-    state.sessions.changed();
+/// Tells the loop that a session of node `node_id` changed (created, extended, deleted);
+/// it reconciles at once, and that node's on-demand agent, if waiting, is told.
+pub fn wake(state: &AppState, node_id: &str) {
+    state
+        .sessions
+        .nodes_with_sessions()
+        .insert(node_id.to_owned());
+    state.sessions.changed(node_id);
     state.sessions.notify.notify_one();
+}
+
+/// Tells the loop that node `node_id`'s tunnel came or went. Only a node with live
+/// sessions needs a pass now (their state and endpoints follow the tunnel); for any
+/// other node there is nothing to reconcile.
+pub fn tunnel_changed(state: &AppState, node_id: &str) {
+    if state.sessions.nodes_with_sessions().contains(node_id) {
+        state.sessions.notify.notify_one();
+    }
 }
 
 /// Runs until `shutdown`; then closes every endpoint.
@@ -163,6 +236,7 @@ pub async fn reconcile(state: &AppState) {
     };
     let now = adit_store::now_millis();
     let mut live = HashSet::new();
+    let mut live_nodes = HashSet::new();
     for ra in sessions {
         let end = if ra.desired_state == RemoteAccessState::Deleted {
             Some((crate::audit::SESSION_END, "deleted"))
@@ -186,7 +260,7 @@ pub async fn reconcile(state: &AppState) {
                 None,
             );
             audit(state, &ra, action, crate::audit::OK, why);
-            state.sessions.changed();
+            state.sessions.changed(&ra.instance);
             tell_agent(state, &ra, now);
             state
                 .sessions
@@ -197,6 +271,7 @@ pub async fn reconcile(state: &AppState) {
             continue;
         }
         live.insert(ra.resource_id.clone());
+        live_nodes.insert(ra.instance.clone());
         // Extended or shortened: the agent enforces expiry too, so it must know.
         let previous = state
             .sessions
@@ -280,6 +355,7 @@ pub async fn reconcile(state: &AppState) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|id, _| live.contains(id));
+    *state.sessions.nodes_with_sessions() = live_nodes;
 }
 
 /// Tells the node's agent (if connected) that `ra` now ends at `until`.
@@ -473,5 +549,35 @@ mod tests {
         assert!(source_allowed(&["10.1.2.3".into()], ip));
         assert!(!source_allowed(&["192.168.0.0/16".into()], ip));
         assert!(!source_allowed(&["garbage".into()], ip));
+    }
+
+    /// 10,000 on-demand agents wait; a change of one node's sessions wakes that node's
+    /// waits only, and the table of waiting nodes empties as the waits end.
+    #[test]
+    fn a_change_wakes_only_its_node() {
+        let sessions = super::Sessions::default();
+        let waits: Vec<_> = (0..10_000)
+            .map(|i| sessions.subscribe(&format!("node-{i}")))
+            .collect();
+        let second = sessions.subscribe("node-42");
+        assert_eq!(sessions.waiting_nodes(), 10_000);
+
+        sessions.changed("node-42");
+        let woken: Vec<usize> = waits
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.has_changed())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(woken, vec![42]);
+        assert!(second.has_changed(), "every wait of that node is woken");
+        // A node nobody waits for: nothing to wake, nothing kept.
+        sessions.changed("node-unknown");
+        assert_eq!(sessions.waiting_nodes(), 10_000);
+
+        drop(second);
+        assert_eq!(sessions.waiting_nodes(), 10_000, "node-42 still has a wait");
+        drop(waits);
+        assert_eq!(sessions.waiting_nodes(), 0);
     }
 }

@@ -279,6 +279,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// The tenant's policies: the tenant's, then projects, then nodes, each by scope key.
     fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>, StoreError>;
+    /// The policies that can apply to node `node_id`: the tenant's, every project's (by
+    /// scope key), and that node's own, in that order; other nodes' policies are not read,
+    /// so the cost does not grow with the fleet.
+    fn policies_for_node(&self, tenant_id: &str, node_id: &str) -> Result<Vec<Policy>, StoreError>;
 
     // === per-node command counts ===
 

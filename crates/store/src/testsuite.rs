@@ -1639,6 +1639,27 @@ pub fn policies_round_trip(store: Arc<dyn Store>) {
         store.list_policies(&a.id).unwrap(),
         vec![tenant.clone(), project.clone(), node.clone()]
     );
+    // For one node: the tenant's, the projects', its own; never another node's.
+    let other = store.create_node(&a.id, "other", &Labels::new()).unwrap();
+    let other_policy = policy(
+        &a.id,
+        PolicyLevel::Node,
+        &other.id,
+        json!({"shell": "deny"}),
+    );
+    store.put_policy(&other_policy).unwrap();
+    assert_eq!(
+        store.policies_for_node(&a.id, &na.id).unwrap(),
+        vec![tenant.clone(), project.clone(), node.clone()]
+    );
+    assert_eq!(
+        store.policies_for_node(&a.id, &other.id).unwrap(),
+        vec![tenant.clone(), project.clone(), other_policy.clone()]
+    );
+    assert!(store.policies_for_node(&b.id, &na.id).unwrap().is_empty());
+    assert!(store
+        .delete_policy(&a.id, PolicyLevel::Node, &other.id)
+        .unwrap());
     // Replacing keeps one row per scope.
     let mut tenant2 = tenant.clone();
     tenant2.rules = json!({"shell": "deny"});

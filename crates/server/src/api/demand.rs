@@ -3,8 +3,8 @@
 //! The agent proves who it is with its node certificate (mutual TLS, as for renewal) and
 //! says whether it holds a tunnel. The server answers as soon as that should change, i.e.
 //! when the node gains its first or loses its last live remote-access configuration, or
-//! after `wait_secs` with the current answer. Any change of sessions wakes every waiting
-//! poll, which then re-reads its node's configurations.
+//! after `wait_secs` with the current answer. A change of a node's sessions wakes only
+//! that node's polls, which then re-read its configurations.
 
 use adit_api::{DemandRequest, DemandResponse, MAX_DEMAND_WAIT_SECS};
 use adit_store::{RemoteAccessFilter, RemoteAccessState};
@@ -69,7 +69,7 @@ pub(super) async fn poll(
         )));
     }
     // Subscribe before reading, so a change between the read and the wait is not lost.
-    let mut changes = state.sessions.subscribe();
+    let mut changes = state.sessions.subscribe(&node.id);
     let deadline =
         tokio::time::Instant::now() + std::time::Duration::from_secs(req.wait_secs.into());
     loop {
@@ -78,11 +78,7 @@ pub(super) async fn poll(
             return Ok(Json(answer));
         }
         tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return Ok(Json(answer));
-                }
-            }
+            () = changes.changed() => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(answer)),
         }
     }

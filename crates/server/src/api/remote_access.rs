@@ -276,7 +276,7 @@ pub(super) async fn create(
             "expiration_timestamp": access.expiration_timestamp,
         }),
     );
-    crate::sessions::wake(&state);
+    crate::sessions::wake(&state, &node.id);
     Ok((
         StatusCode::CREATED,
         Json(remote_access_info(&access, &node.name)),
@@ -412,7 +412,7 @@ pub(super) async fn update(
             "expiration_timestamp": updated.expiration_timestamp,
         }),
     );
-    crate::sessions::wake(&state);
+    crate::sessions::wake(&state, &node.id);
     Ok(Json(remote_access_info(&updated, &node.name)))
 }
 
@@ -462,7 +462,7 @@ pub(super) async fn delete(
         audit::OK,
         json!({ "node": node.name, "current_state": updated.current_state.as_str() }),
     );
-    crate::sessions::wake(&state);
+    crate::sessions::wake(&state, &node.id);
     Ok(Json(remote_access_info(&updated, &node.name)))
 }
 

@@ -1,5 +1,7 @@
 //! [`SqliteStore`]: the embedded default [`Store`], one SQLite file in WAL mode.
 
+#[cfg(test)]
+mod plans;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -725,8 +727,15 @@ impl Store for SqliteStore {
             &self.lock(),
             &format!(
                 "SELECT {ROLE_COLS} FROM role_bindings
-                 WHERE tenant_id = ?1 AND (?2 IS NULL OR user_id = ?2)
-                 ORDER BY created_at, id"
+                 WHERE tenant_id = ?1 AND user_id {user}
+                 ORDER BY created_at, id",
+                // A literal condition per case, so the planner can use the user index
+                // (`?2 IS NULL OR user_id = ?2` would read every binding of the tenant).
+                user = if user_id.is_some() {
+                    "= ?2"
+                } else {
+                    "IS NOT ?2"
+                }
             ),
             params![tenant_id, user_id],
             role_row,
@@ -924,15 +933,32 @@ impl Store for SqliteStore {
         if by_id.is_some() {
             return Ok(by_id);
         }
-        query_opt(
+        // The live node of that name (unique: nodes_live_name), else the newest revoked
+        // one. Two lookups, each an index search: one query ordering by "live first"
+        // would sort every node of the name.
+        let live = query_opt(
             &conn,
             &format!(
-                "SELECT {NODE_COLS} FROM nodes WHERE tenant_id = ?1 AND name = ?2
-                 ORDER BY revoked_at IS NULL DESC, created_at DESC, id LIMIT 1"
+                "SELECT {NODE_COLS} FROM nodes
+                 WHERE tenant_id = ?1 AND name = ?2 AND revoked_at IS NULL"
             ),
             [tenant_id, key],
             node_row,
             "looking up node by name",
+        )?;
+        if live.is_some() {
+            return Ok(live);
+        }
+        query_opt(
+            &conn,
+            &format!(
+                "SELECT {NODE_COLS} FROM nodes
+                 WHERE tenant_id = ?1 AND name = ?2
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ),
+            [tenant_id, key],
+            node_row,
+            "looking up revoked node by name",
         )
     }
 
@@ -1144,15 +1170,23 @@ impl Store for SqliteStore {
             &self.lock(),
             &format!(
                 "SELECT {AUDIT_COLS} FROM audit_events
-                 WHERE tenant_id = ?1
-                   AND (?2 IS NULL OR time >= ?2)
-                   AND (?3 IS NULL OR time < ?3)
-                   AND (?4 IS NULL OR node_id = ?4)
-                   AND (?5 IS NULL OR actor = ?5)
-                   AND (?6 IS NULL OR action = ?6)
-                   AND (?7 IS NULL OR seq > ?7)
+                 WHERE tenant_id = ?1{conditions}
                  ORDER BY seq
-                 LIMIT ?8"
+                 LIMIT ?8",
+                // Only the conditions the filter sets, so that one node's events are an
+                // index search (`?4 IS NULL OR node_id = ?4` would walk the tenant's trail).
+                conditions = [
+                    (filter.since.is_some(), " AND time >= ?2"),
+                    (filter.until.is_some(), " AND time < ?3"),
+                    (filter.node_id.is_some(), " AND node_id = ?4"),
+                    (filter.actor.is_some(), " AND actor = ?5"),
+                    (filter.action.is_some(), " AND action = ?6"),
+                    (filter.after_seq.is_some(), " AND seq > ?7"),
+                ]
+                .iter()
+                .filter(|(set, _)| *set)
+                .map(|(_, sql)| *sql)
+                .collect::<String>()
             ),
             params![
                 tenant_id,
@@ -1259,12 +1293,26 @@ impl Store for SqliteStore {
             &self.lock(),
             &format!(
                 "SELECT {REMOTE_ACCESS_COLS} FROM remote_access
-                 WHERE tenant_id = ?1
-                   AND (?2 IS NULL OR instance = ?2)
-                   AND (?3 IS NULL OR current_state = ?3)
-                   AND (?4 OR current_state <> '{DELETED}')
+                 WHERE tenant_id = ?1{instance}{state}{deleted}
                  ORDER BY created_at DESC, rowid DESC
-                 LIMIT ?5"
+                 LIMIT ?5",
+                // Only the conditions the filter sets, so one node's rows are an index
+                // search (`?2 IS NULL OR instance = ?2` would read the tenant's history).
+                instance = if filter.instance.is_some() {
+                    " AND instance = ?2"
+                } else {
+                    ""
+                },
+                state = if filter.current_state.is_some() {
+                    " AND current_state = ?3"
+                } else {
+                    ""
+                },
+                deleted = if include_deleted {
+                    String::new()
+                } else {
+                    format!(" AND current_state <> '{DELETED}'")
+                },
             ),
             params![
                 tenant_id,
@@ -1553,6 +1601,32 @@ impl Store for SqliteStore {
             policy_row,
             "listing policies",
         )
+    }
+
+    fn policies_for_node(&self, tenant_id: &str, node_id: &str) -> Result<Vec<Policy>, StoreError> {
+        let conn = self.lock();
+        let mut out = Vec::new();
+        // Three primary-key searches, in the order `list_policies` gives.
+        for (level, scope_key) in [("tenant", None), ("project", None), ("node", Some(node_id))] {
+            out.extend(query_all(
+                &conn,
+                &format!(
+                    "SELECT tenant_id, level, scope_key, rules, updated_by, updated_at
+                     FROM policies WHERE tenant_id = ?1 AND level = ?2{}
+                     ORDER BY scope_key",
+                    // `?3 IS NULL OR` keeps one parameter count for all three.
+                    if scope_key.is_some() {
+                        " AND scope_key = ?3"
+                    } else {
+                        " AND ?3 IS NULL"
+                    }
+                ),
+                params![tenant_id, level, scope_key],
+                policy_row,
+                "reading a node's policies",
+            )?);
+        }
+        Ok(out)
     }
 
     fn apply_node_commands(&self, batch: &[(String, NodeCommands)]) -> Result<(), StoreError> {

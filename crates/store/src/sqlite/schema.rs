@@ -8,6 +8,10 @@
 //!
 //! Version 5 adds per-scope policies, node actions and per-node command counts.
 //!
+//! Version 6 adds the indexes that keep per-stream, per-enrolment, per-connect and
+//! start-up queries index lookups however many nodes, sessions and events the store holds
+//! (`sqlite::plans` checks every such query's plan over a large store).
+//!
 //! Planned next migrations (kept out until their crates need them): proxies (id, address,
 //! heartbeat) for peering.
 
@@ -24,6 +28,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     V3_ISSUED_TOKENS,
     V4_CREDENTIALS_CHANGED,
     V5_POLICIES_ACTIONS_COMMANDS,
+    V6_FLEET_INDEXES,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -238,6 +243,25 @@ CREATE TABLE node_commands (
     FOREIGN KEY (tenant_id, node_id) REFERENCES nodes(tenant_id, id)
 );
 CREATE INDEX node_commands_by_tenant ON node_commands(tenant_id);
+"#;
+
+const V6_FLEET_INDEXES: &str = r#"
+-- A node by name, revoked ones included (the partial nodes_live_name cannot serve a
+-- lookup that does not say `revoked_at IS NULL`); newest first within a name.
+CREATE INDEX nodes_by_name ON nodes(tenant_id, name, created_at);
+-- Start-up marks the nodes still online offline: only those rows are visited.
+CREATE INDEX nodes_not_offline ON nodes(status) WHERE status <> 'offline';
+-- The reconcile loop's live sessions, read in the order it wants (replaces
+-- remote_access_live, which made every pass sort them).
+DROP INDEX remote_access_live;
+CREATE INDEX remote_access_live_by_created ON remote_access(created_at)
+    WHERE current_state <> 'REMOTE_ACCESS_STATE_DELETED';
+-- One node's sessions (the on-demand long poll, `adit access ls --node`), newest first.
+CREATE INDEX remote_access_by_instance ON remote_access(tenant_id, instance, created_at);
+-- One user's role bindings in order (every authenticated request reads them).
+CREATE INDEX role_bindings_by_user_created ON role_bindings(tenant_id, user_id, created_at, id);
+-- One node's audit trail (`adit audit ls --node`), in order.
+CREATE INDEX audit_by_tenant_node_seq ON audit_events(tenant_id, node_id, seq);
 "#;
 
 pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {
