@@ -19,9 +19,10 @@
 # server, and `adit forward` to it. Each measurement: `rr cps --workers 4` (connections/s
 # and connect-to-first-byte through the forward), `rr cps --workers 1` (first byte one
 # connection at a time), and adit-loadgen enrolling K new agents (32 at a time; the
-# enrolment rate). Between measurements the server is stopped and the store grown to (or
-# shrunk back from) the big size by inserting (deleting) offline nodes named fleet-*
-# with their certificates straight into its SQLite file, then started again. Small and
+# enrolment rate). Between measurements the server is stopped and the store grown to the
+# big size by inserting offline nodes named fleet-* with their certificates straight into
+# its SQLite file (or shrunk back by deleting every node but the bench one), then started
+# again. Small and
 # big alternate, so drift on this machine shows as spread, not as a difference.
 # Everything listens on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
@@ -64,6 +65,7 @@ else
         && cargo build --release -j2 -p adit-bench --bin rr) >&2
     BIN="$ROOT/target/release"
 fi
+[ -n "${ADIT_BIN_DIR:-}" ] && COMMAND="ADIT_BIN_DIR=$ADIT_BIN_DIR $COMMAND"
 for b in adit-server adit-agent adit adit-loadgen rr; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing"
 done
@@ -111,7 +113,8 @@ stop_server() {
     SERVER_PID=""
 }
 
-# Grows (or shrinks) the store to $1 nodes with offline fleet-* nodes, server stopped.
+# Grows the store to $1 nodes with offline fleet-* nodes, or shrinks it (never removing
+# the bench node); the server is stopped.
 resize_store() {
     python3 - "$DB" "$1" <<'PYEOF'
 import sqlite3, sys, uuid
@@ -134,9 +137,11 @@ if have < want:
         " VALUES (?, ?, ?, 1, 4000000000000)",
         [(serial, t, node) for (node, t, _, serial) in rows])
 elif have > want:
-    drop = min(fleet, have - want)
+    # Every node but the bench node may go: seeded ones and those adit-loadgen enrolled.
     ids = [r[0] for r in c.execute(
-        "SELECT id FROM nodes WHERE name LIKE 'fleet-%' ORDER BY name DESC LIMIT ?", (drop,))]
+        "SELECT id FROM nodes WHERE name <> 'bench' ORDER BY created_at DESC LIMIT ?",
+        (have - want,))]
+    c.executemany("DELETE FROM node_commands WHERE node_id = ?", [(i,) for i in ids])
     c.executemany("DELETE FROM certificates WHERE node_id = ?", [(i,) for i in ids])
     c.executemany("DELETE FROM nodes WHERE id = ?", [(i,) for i in ids])
 c.commit()
@@ -221,7 +226,11 @@ import json, statistics, subprocess, sys, datetime
 work, runs, command, enrol = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 rows = [l.split("\t") for l in open(runs).read().splitlines() if l]
 def load(name):
-    return json.loads(open(f"{work}/{name}").read().strip().splitlines()[-1])
+    text = open(f"{work}/{name}").read().strip()
+    try:
+        return json.loads(text)  # adit-loadgen: one JSON document
+    except ValueError:
+        return json.loads(text.splitlines()[-1])  # rr: the last line
 per = {"small": [], "big": []}
 for label, rnd, nodes in rows:
     c4, c1, e = load(f"cps-{label}-{rnd}.json"), load(f"cps1-{label}-{rnd}.json"), load(f"enrol-{label}-{rnd}.json")

@@ -216,9 +216,13 @@ impl Milestones {
 
 #[derive(Debug, Default)]
 struct RestartReport {
-    /// kill -9 → the new server printed its CA fingerprint (spawned) or the restart
-    /// command returned.
+    /// kill -9 → this process read the new server's CA fingerprint (spawned; late when
+    /// the agents keep this process busy) or the restart command returned.
     server_up: Duration,
+    /// kill -9 → the old process reaped (spawned server only).
+    old_gone: Option<Duration>,
+    /// kill -9 → the new server listening, by its own clock (spawned server only).
+    listening: Option<Duration>,
     /// Counted from the kill.
     back: Milestones,
     server_after: Option<Sample>,
@@ -367,6 +371,8 @@ impl Report {
             Some(Err(e)) => json!({ "error": e }),
             Some(Ok(r)) => json!({
                 "secs_to_server_up": secs(Some(r.server_up)),
+                "secs_to_old_gone": secs(r.old_gone),
+                "secs_to_listening": secs(r.listening),
                 "back": r.back.to_json(),
                 "server_after": sample(r.server_after),
             }),
@@ -507,9 +513,19 @@ impl Report {
             Some(Ok(r)) => {
                 rows.push((
                     "restart",
-                    "kill -9 → server up".into(),
+                    "kill -9 → server up (as seen here)".into(),
                     fmt_dur(Some(r.server_up)),
                 ));
+                if let Some(gone) = r.old_gone {
+                    rows.push(("", "kill -9 → old process gone".into(), fmt_dur(Some(gone))));
+                }
+                if let Some(listening) = r.listening {
+                    rows.push((
+                        "",
+                        "kill -9 → listening (server's clock)".into(),
+                        fmt_dur(Some(listening)),
+                    ));
+                }
                 rows.push((
                     "",
                     "agents back".into(),
@@ -965,10 +981,12 @@ async fn restart_phase(
 ) -> Result<RestartReport> {
     let killed_at;
     let new_pid;
+    let (mut old_gone, mut listening) = (None, None);
     match spawned {
         Some(server) => {
             killed_at = Instant::now();
-            server.restart(Duration::from_secs(60)).await?;
+            let (gone, up) = server.restart(Duration::from_secs(60)).await?;
+            (old_gone, listening) = (Some(gone), up);
             new_pid = Some(server.pid());
         }
         None => {
@@ -989,6 +1007,8 @@ async fn restart_phase(
     let back = wait_count(api, base, n, killed_at, cli.phase_timeout + server_up).await;
     Ok(RestartReport {
         server_up,
+        old_gone,
+        listening,
         back,
         server_after: new_pid.and_then(|p| procstat::sample(Some(p)).ok()),
     })

@@ -32,6 +32,10 @@ pub struct SpawnedServer {
     pin: String,
     /// How many times it was started.
     pub starts: u32,
+    /// When the last start was spawned, and how long after that the server said it
+    /// was listening (its own "ready N ms after start"), if it said so.
+    spawned_at: Option<std::time::Instant>,
+    ready_after: Option<Duration>,
 }
 
 impl SpawnedServer {
@@ -41,6 +45,8 @@ impl SpawnedServer {
             config,
             child: None,
             pid: 0,
+            spawned_at: None,
+            ready_after: None,
             pin: String::new(),
             starts: 0,
         };
@@ -88,6 +94,8 @@ impl SpawnedServer {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("could not start {}", c.bin.display()))?;
+        self.spawned_at = Some(std::time::Instant::now());
+        self.ready_after = None;
         self.pid = child.id().context("the server exited at once")?;
         self.starts += 1;
         let stderr = child.stderr.take().context("server stderr")?;
@@ -113,8 +121,12 @@ impl SpawnedServer {
         });
         self.child = Some(child);
 
+        let ready_after = &mut self.ready_after;
         let wait_pin = async {
             while let Some(line) = rx.recv().await {
+                if let Some(ms) = ready_ms(&line) {
+                    *ready_after = Some(Duration::from_millis(ms));
+                }
                 if line.contains("CA fingerprint:") {
                     if let Some(pin) = line.split_whitespace().find(|w| w.starts_with("sha256:")) {
                         return Some(pin.to_owned());
@@ -155,10 +167,28 @@ impl SpawnedServer {
     }
 
     /// Starts it again on the same data directory and address.
-    pub async fn restart(&mut self, timeout: Duration) -> Result<()> {
+    /// Returns how long the killed process took to be gone (reaped), and how long after
+    /// the kill the new server was listening by its own clock (spawn + its "ready N ms
+    /// after start"). The moment this process reads that line is later when its own
+    /// agents keep it busy, so it is not the measure.
+    pub async fn restart(&mut self, timeout: Duration) -> Result<(Duration, Option<Duration>)> {
+        let killed = std::time::Instant::now();
         self.kill().await;
-        self.launch(timeout).await
+        let gone = killed.elapsed();
+        self.launch(timeout).await?;
+        let listening = self
+            .spawned_at
+            .zip(self.ready_after)
+            .map(|(at, ready)| at.duration_since(killed) + ready);
+        Ok((gone, listening))
     }
+}
+
+/// N of the server's "adit-server listening on ... ready N ms after start)" line.
+fn ready_ms(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("adit-server listening on ")?;
+    let (_, after) = rest.rsplit_once("ready ")?;
+    after.strip_suffix(" ms after start)")?.parse().ok()
 }
 
 /// The last `n` lines of a file.
@@ -214,5 +244,19 @@ trait AsFdOwned {
 impl<T: std::os::fd::AsFd> AsFdOwned for T {
     fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
         self.as_fd().try_clone_to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ready_time_of_the_listening_line() {
+        let line = "adit-server listening on 127.0.0.1:1 (public URL https://127.0.0.1:1; ready 286 ms after start)";
+        assert_eq!(super::ready_ms(line), Some(286));
+        assert_eq!(
+            super::ready_ms("adit-server listening on 127.0.0.1:1 (public URL x)"),
+            None
+        );
+        assert_eq!(super::ready_ms("CA fingerprint: sha256:ab"), None);
     }
 }

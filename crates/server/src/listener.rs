@@ -91,8 +91,10 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 pub const LISTEN_BACKLOG: i32 = 65_535;
 
 /// Binds the public port with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a restarted
-/// server can listen at once while the old connections are in TIME_WAIT).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// server can listen at once while the old connections are in TIME_WAIT). A plain
+/// listening socket, so the binary can bind before it opens the store: agents that
+/// reconnect during start-up wait in the backlog instead of retrying.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -102,7 +104,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts connections until `shutdown` is cancelled.

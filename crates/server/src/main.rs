@@ -135,6 +135,7 @@ fn main() -> Result<()> {
 }
 
 fn start(args: StartArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let file: FileConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -213,6 +214,9 @@ fn start(args: StartArgs) -> Result<()> {
     let admin_password = std::env::var("ADIT_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .map(Secret::new);
+    // Listen first: the kernel holds connections that arrive while the store opens.
+    let listener = adit_server::listener::bind(listen)
+        .with_context(|| format!("could not listen on {listen}"))?;
     let boot = bootstrap(settings, &file.tls_names, admin_password)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -220,11 +224,14 @@ fn start(args: StartArgs) -> Result<()> {
         .build()
         .context("could not start the async runtime")?;
     runtime.block_on(async move {
-        let listener = adit_server::listener::bind(listen)
-            .with_context(|| format!("could not listen on {listen}"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("could not use the listening socket")?;
         let local = listener.local_addr()?;
         let state = boot.state.clone();
-        eprintln!("adit-server listening on {local} (public URL {public_url})");
+        eprintln!(
+            "adit-server listening on {local} (public URL {public_url}; ready {} ms after start)",
+            started.elapsed().as_millis()
+        );
         eprintln!("data directory: {}", state.settings.data_dir.display());
         eprintln!("CA fingerprint: {}", state.ca.pin());
         if let Some(pw) = &boot.generated_admin_password {

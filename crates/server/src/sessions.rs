@@ -46,7 +46,6 @@ struct Endpoint {
     task: tokio::task::JoinHandle<()>,
 }
 
-
 /// A wait for changes of one node's sessions ([`Sessions::subscribe`]); leaves the table
 /// of waiting nodes when the last wait of that node is dropped.
 pub struct NodeChanges<'a> {
