@@ -27,6 +27,8 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 log() { echo "[agent-rss.sh] $*" >&2; }
 
@@ -63,13 +65,7 @@ mkdir -p "$ADIT_HOME"
 ADIT_BOOTSTRAP_ADMIN_PASSWORD="$pw" "$TARGET/release/adit-server" start --data-dir "$WORK/data" \
     --listen "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
-pin=""
-for _ in $(seq 1 300); do
-    pin=$(sed -n 's/^CA fingerprint: \(sha256:[0-9A-Fa-f:]*\).*$/\1/p' "$WORK/server.log" | head -n 1)
-    [ -n "$pin" ] && break
-    sleep 0.1
-done
-[ -n "$pin" ] || { log "adit-server did not start"; exit 1; }
+pin=$(wait_ca_pin "$WORK/server.log" 300) || { log "adit-server did not start"; exit 1; }
 for _ in $(seq 1 100); do
     printf '%s\n' "$pw" | "$TARGET/release/adit" login --server "$url" --user admin --password-stdin \
         --ca-pin "$pin" >/dev/null 2>&1 && break

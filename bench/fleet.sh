@@ -52,6 +52,8 @@ done
     || { echo "need 1 <= --small < --big, and --rounds, --secs, --enrol >= 1" >&2; exit 2; }
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 COMMAND="bench/fleet.sh --small $SMALL --big $BIG --rounds $ROUNDS --secs $SECS --enrol $ENROL"
 log() { echo "[fleet.sh] $*" >&2; }
 die() { echo "[fleet.sh] error: $*" >&2; exit 1; }
@@ -154,13 +156,7 @@ log "rr echo on 127.0.0.1:$ECHO"
 PIDS+=($!)
 log "adit-server on $URL"
 start_server
-PIN=""
-for _ in $(seq 1 100); do
-    PIN=$(sed -n 's/^CA fingerprint: \(sha256:[0-9A-Fa-f:]*\).*$/\1/p' "$WORK/server.log" | head -n 1)
-    [ -n "$PIN" ] && break
-    sleep 0.1
-done
-[ -n "$PIN" ] || die "no CA fingerprint in the server log"
+PIN=$(wait_ca_pin "$WORK/server.log" 100) || die "no CA fingerprint in the server log"
 printf '%s\n' "$PW" | "$BIN/adit" login --server "$URL" --user admin --password-stdin --ca-pin "$PIN" \
     >"$WORK/login.log" 2>&1 || die "login failed: $(cat "$WORK/login.log")"
 TOKEN=$("$BIN/adit" tokens create --ttl 1h 2>>"$WORK/login.log") || die "no join token"
