@@ -161,6 +161,10 @@ pub fn authorize(
             Request::Action(spec, exec)
         }
         _ => {
+            // The proxy classified this text for the access policy: refuse any spelling
+            // it could have read differently (whitespace, IPv4 shorthand, zone ids...).
+            adit_api::policy::check_target(&header.target)
+                .map_err(|e| Denial::denied(format!("invalid target: {e}")))?;
             let target = Target::parse(&header.target)
                 .map_err(|e| Denial::denied(format!("invalid target: {e}")))?;
             if !allow.allows(&target) {

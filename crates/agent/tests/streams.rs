@@ -94,6 +94,18 @@ async fn grant_matrix() {
 
     const DENIED: u32 = adit_proto::reset_code::DENIED;
 
+    // Spellings the proxy could classify otherwise (it reads " 127.0.0.1" as an external
+    // host) are refused even with a valid grant for exactly that text, though they would
+    // reach the allowed echo server.
+    for hostile in [format!(" 127.0.0.1:{port}"), format!("127.1:{port}")] {
+        let grant = pki.sign(&pki.grant(&hostile));
+        assert_refused(
+            exchange(&tunnel, "tcp", &hostile, &grant, b"x").await,
+            DENIED,
+            "invalid target",
+        );
+    }
+
     let mut c = pki.grant(&echo);
     c.sub = "node-2".into();
     assert_refused(

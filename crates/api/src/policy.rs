@@ -510,6 +510,83 @@ impl Access {
     }
 }
 
+/// Refuses a `tcp` stream target that the proxy and the agent could read differently.
+///
+/// The proxy classifies the target (`device`/`app`/`external`, target patterns) from its
+/// text, and the agent's resolver connects to what the text means to it; any spelling
+/// the two could disagree on is refused here, on both sides, instead of normalised on
+/// one: whitespace or control characters anywhere, a port that is not plain decimal
+/// 1–65535, an IPv6 address without brackets or with a zone id, an IPv4-mapped or
+/// -compatible IPv6 address, IPv4 shorthand (`127.1`, `2130706433`, `0x7f000001`, which
+/// the system resolver would take for 127.0.0.1), and names that are not plain DNS names
+/// (empty labels such as a trailing dot in `localhost.`, characters other than letters,
+/// digits and `-`, labels longer than 63 or names longer than 253 bytes).
+pub fn check_target(target: &str) -> Result<(), String> {
+    let shown: String = target.chars().take(64).collect();
+    let bad = |why: &str| Err(format!("target {shown:?} {why}"));
+    if target.len() > 262 {
+        return bad("is too long");
+    }
+    if target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains whitespace or control characters");
+    }
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return bad("is not HOST:PORT");
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+        return bad("does not end in a decimal port");
+    }
+    if !matches!(port.parse::<u32>(), Ok(1..=65535)) {
+        return bad("has a port outside 1-65535");
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let Some(v6) = inner.strip_suffix(']') else {
+            return bad("has an unclosed '['");
+        };
+        return match v6.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) if ip.to_ipv4().is_some() && !ip.is_loopback() && !ip.is_unspecified() => {
+                bad("is an IPv4 address written as IPv6; write the IPv4 address itself")
+            }
+            Ok(_) => Ok(()),
+            Err(_) => bad("does not hold an IPv6 address between brackets (no zone ids)"),
+        };
+    }
+    if host.contains(':') {
+        return bad("has an IPv6 address without brackets; write [ADDRESS]:PORT");
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty() || host.len() > 253 {
+        return bad("does not have a valid host name");
+    }
+    for label in host.split('.') {
+        let plain = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !plain {
+            return bad(
+                "does not have a valid host name (letters, digits, '-', dots between labels)",
+            );
+        }
+    }
+    // The resolver reads a name whose last part is a number (decimal, octal or 0x-hex) as
+    // an IPv4 address in shorthand; no real name ends so.
+    let last = host.rsplit('.').next().unwrap_or(host).to_ascii_lowercase();
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last
+            .strip_prefix("0x")
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if numeric {
+        return bad("looks like an IPv4 address in shorthand; write all four parts (a.b.c.d)");
+    }
+    Ok(())
+}
+
 /// `HOST:PORT` → (host without brackets, port text).
 fn split_target(s: &str) -> Option<(&str, &str)> {
     let (host, port) = s.rsplit_once(':')?;
@@ -665,6 +742,7 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(Access::of("127.0.0.1:22"), Access::Device);
+        assert_eq!(Access::of("[::1]:22"), Access::Device);
         assert_eq!(Access::of("localhost:80"), Access::Device);
         assert_eq!(Access::of("[::1]:80"), Access::Device);
         assert_eq!(Access::of("10.1.2.3:80"), Access::App);
@@ -794,5 +872,59 @@ mod tests {
         assert!(Scope::parse("project:").is_err());
         assert!(Scope::parse("node:").is_err());
         assert!(Scope::parse("cluster").is_err());
+    }
+
+    /// Spellings the proxy and the agent could read differently are refused; canonical
+    /// ones pass and are classified.
+    #[test]
+    fn hostile_target_spellings_are_refused() {
+        for hostile in [
+            " 127.0.0.1:22",
+            "\t127.0.0.1:22",
+            "127.0.0.1:22 ",
+            "127.0.0.1 :22",
+            "127.0.0.1:+22",
+            "127.0.0.1:022222",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "127.1:22",
+            "2130706433:22",
+            "0x7f000001:22",
+            "0177.0.0.1:22",
+            "127.0.0.01:22",
+            "localhost.:22",
+            "[::ffff:127.0.0.1]:22",
+            "[::ffff:7f00:1]:22",
+            "[::127.0.0.1]:22",
+            "[fe80::1%eth0]:22",
+            "[fe80::1%25eth0]:22",
+            "::1:22",
+            "[::1:22",
+            "a..b:22",
+            "-a.b:22",
+            "a_b.example:22",
+            "exa\u{0}mple:22",
+            "xn--e\u{301}:22",
+            "127.0.0.1",
+            ":22",
+        ] {
+            assert!(
+                super::check_target(hostile).is_err(),
+                "{hostile:?} should be refused"
+            );
+        }
+        for (ok, access) in [
+            ("127.0.0.1:22", Access::Device),
+            ("localhost:80", Access::Device),
+            ("[::1]:22", Access::Device),
+            ("10.0.0.5:502", Access::App),
+            ("[fd00::2]:80", Access::App),
+            ("db.example.com:5432", Access::External),
+            ("xn--bcher-kva.example:443", Access::External),
+            ("8.8.8.8:53", Access::External),
+        ] {
+            assert_eq!(super::check_target(ok), Ok(()), "{ok:?}");
+            assert_eq!(Access::of(ok), access, "{ok:?}");
+        }
     }
 }

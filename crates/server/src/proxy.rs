@@ -319,18 +319,9 @@ fn route(
     // request gets a precise reason; the agent checks it again.
     let (what, asked) = match header.kind.as_str() {
         kinds::TCP => {
-            if target
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err((
-                    refuse(
-                        reset_code::DENIED,
-                        format!("target '{target}' is not HOST:PORT"),
-                    ),
-                    None,
-                ));
+            // Only spellings the agent reads exactly as the policy check below does.
+            if let Err(why) = adit_api::policy::check_target(target) {
+                return Err((refuse(reset_code::DENIED, why), None));
             }
             (json!({}), Asked::Tcp)
         }
