@@ -114,8 +114,12 @@ pub struct SessionClaims {
     pub pin: String,
     /// Node id.
     pub sub: String,
-    /// Name of the user who issued the token (the actor in the audit trail).
+    /// Name of the user who issued the token (shown in the audit trail).
     pub usr: String,
+    /// Id of the user who issued the token: the token works only while that user exists,
+    /// is enabled and may connect to the node. Tokens without it are refused.
+    #[serde(default)]
+    pub uid: String,
     /// Random nonce (hex).
     pub key: String,
     /// Concurrent client instances allowed, 1..=5.
@@ -630,6 +634,7 @@ mod tests {
             pin: "sha256:00".into(),
             sub: "node-1".into(),
             usr: "alice".into(),
+            uid: "alice-id".into(),
             key: "nonce".into(),
             num: 3,
             enc: true,

@@ -88,6 +88,15 @@ impl FromRequestParts<AppState> for Principal {
 /// or moved since it was issued. Role bindings are read fresh, so a role removed after
 /// login stops working at once.
 pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, ApiFailure> {
+    authenticate_bearer_claims(state, token).map(|(_, p)| p)
+}
+
+/// [`authenticate_bearer`], also returning the verified claims (what a stream keeps to
+/// be checked again, [`crate::liveness`]).
+pub fn authenticate_bearer_claims(
+    state: &AppState,
+    token: &str,
+) -> Result<(AccessClaims, Principal), ApiFailure> {
     let now = adit_pki::now_unix();
     let claims = match state.verified_tokens.get(token, now) {
         Some(claims) => claims,
@@ -99,7 +108,8 @@ pub fn authenticate_bearer(state: &AppState, token: &str) -> Result<Principal, A
             claims
         }
     };
-    principal_for(state, claims)
+    let p = principal_for_claims(state, claims.clone())?;
+    Ok((claims, p))
 }
 
 /// Checks an access token's signature, audience and expiry (ES256: the costly part).
@@ -121,20 +131,18 @@ fn verify_access_token(state: &AppState, token: &str) -> Result<AccessClaims, Ap
         })
 }
 
-/// The user, tenant and roles behind verified `claims`, read fresh from the store.
-fn principal_for(state: &AppState, claims: AccessClaims) -> Result<Principal, ApiFailure> {
-    let gone = || {
+/// The user, tenant and roles behind verified `claims`, read fresh from the store:
+/// refused if the user is gone or disabled, a login token predates a password change, or
+/// an API token was revoked. Expiry is the verifier's business, not checked here.
+pub fn principal_for_claims(
+    state: &AppState,
+    claims: AccessClaims,
+) -> Result<Principal, ApiFailure> {
+    let user = live_user(state, &claims.ten, &claims.sub).map_err(|why| {
         ApiFailure::unauthenticated(format!(
-            "the user this access token was issued to no longer exists or is disabled; \
-             {LOGIN_AGAIN}, or ask an admin"
+            "the user this access token was issued to {why}; {LOGIN_AGAIN}, or ask an admin"
         ))
-    };
-    let user = state
-        .store
-        .user(&claims.ten, &claims.sub)?
-        .filter(|u| !u.disabled && u.tenant_id == claims.ten)
-        .ok_or_else(gone)?;
-    let tenant = state.store.tenant(&claims.ten)?.ok_or_else(gone)?;
+    })?;
     // A changed password voids the login tokens issued before it (to the second: a
     // token from the same second as the change stays valid). API tokens are revoked
     // on their own (`adit api-tokens revoke`).
@@ -146,7 +154,7 @@ fn principal_for(state: &AppState, claims: AccessClaims) -> Result<Principal, Ap
     }
     if claims.api {
         // API tokens live long, so each use checks the record: revoked or unknown → refused.
-        let record = state.store.issued_token(&tenant.id, &claims.jti)?;
+        let record = state.store.issued_token(&claims.ten, &claims.jti)?;
         let usable = record.is_some_and(|r| {
             r.kind == adit_store::TokenKind::Api && r.subject == user.id && r.revoked_at.is_none()
         });
@@ -157,6 +165,30 @@ fn principal_for(state: &AppState, claims: AccessClaims) -> Result<Principal, Ap
             ));
         }
     }
+    let mut p = principal_of(state, user)?;
+    p.token_id = claims.jti;
+    p.expires_at = claims.exp;
+    p.api_token = claims.api;
+    Ok(p)
+}
+
+/// User `user_id` of tenant `tenant_id` if it exists and is enabled; otherwise what is
+/// wrong with it ("no longer exists or is disabled"), to finish a sentence.
+pub fn live_user(state: &AppState, tenant_id: &str, user_id: &str) -> Result<User, String> {
+    match state.store.user(tenant_id, user_id) {
+        Ok(Some(u)) if !u.disabled && u.tenant_id == tenant_id => Ok(u),
+        Ok(_) => Err("no longer exists or is disabled".into()),
+        Err(e) => Err(format!("could not be checked ({e})")),
+    }
+}
+
+/// The principal of `user` with its tenant and role bindings read fresh from the store
+/// (no token fields set). Shared by access tokens and by the credentials a user issued
+/// (session tokens, remote-access sessions), so both are judged by the same roles.
+pub fn principal_of(state: &AppState, user: User) -> Result<Principal, ApiFailure> {
+    let tenant = state.store.tenant(&user.tenant_id)?.ok_or_else(|| {
+        ApiFailure::unauthenticated(format!("the tenant of user {} no longer exists", user.name))
+    })?;
     let bindings = state
         .store
         .list_role_bindings(&tenant.id, Some(&user.id))?
@@ -170,10 +202,37 @@ fn principal_for(state: &AppState, claims: AccessClaims) -> Result<Principal, Ap
         tenant_id: tenant.id,
         tenant: tenant.name,
         bindings,
-        token_id: claims.jti,
-        expires_at: claims.exp,
-        api_token: claims.api,
+        token_id: String::new(),
+        expires_at: 0,
+        api_token: false,
     })
+}
+
+/// The kinds of token a caller may ask the API to sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Minted {
+    /// An Edge-View session token for one node.
+    Session,
+    /// A long-lived API token.
+    Api,
+}
+
+/// The token-minting rule, in one place: only a user's own login may mint tokens. An
+/// API token mints nothing (a leaked automation token cannot make itself immortal or
+/// spawn credentials that outlive its revocation); session tokens cannot call the API
+/// at all (their audience is refused by [`authenticate_bearer`]).
+pub fn may_mint(p: &Principal, kind: Minted) -> Result<(), ApiFailure> {
+    if p.api_token {
+        let what = match kind {
+            Minted::Session => "session tokens",
+            Minted::Api => "API tokens",
+        };
+        return Err(ApiFailure::forbidden(format!(
+            "an API token cannot create {what} (tokens never mint tokens); log in with \
+             `adit login` to create one"
+        )));
+    }
+    Ok(())
 }
 
 /// Signs an access token for `user` of `tenant`, valid for

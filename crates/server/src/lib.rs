@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod commands;
 pub mod grants;
 pub mod listener;
+pub mod liveness;
 pub mod metrics;
 pub mod policy;
 pub mod presence;

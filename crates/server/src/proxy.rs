@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::liveness::Backing;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -295,12 +296,13 @@ struct Route {
     what: serde_json::Value,
     /// The session token used, its instance, and its cut signal.
     token: Option<(String, u8, CancellationToken)>,
+    backing: Backing,
 }
 
 /// Who opened a stream, once authenticated.
 enum Caller {
     User(crate::auth::Principal),
-    Token(crate::session_tokens::TokenCaller),
+    Token(Box<crate::session_tokens::TokenCaller>),
 }
 
 fn route(
@@ -386,6 +388,7 @@ fn route(
         node,
         agent,
         token,
+        backing,
     } = authorize(state, grant, node_key, asked.request(target), conn)?;
     Ok(Route {
         tenant_id,
@@ -396,6 +399,7 @@ fn route(
         target: target.to_string(),
         what,
         token,
+        backing,
     })
 }
 
@@ -408,6 +412,8 @@ pub(crate) struct Authorized {
     pub agent: Tunnel,
     /// The session token used, its instance, and its cut signal.
     pub token: Option<(String, u8, CancellationToken)>,
+    /// The credential, kept so the live stream can be checked again.
+    pub backing: Backing,
 }
 
 /// Authenticates `credential` (an access or API token, or a session token `JWT[#K]`)
@@ -423,9 +429,12 @@ pub(crate) fn authorize(
     request: adit_api::policy::Request<'_>,
     conn: u64,
 ) -> Result<Authorized, (Refusal, Option<Route0>)> {
-    let caller = if crate::session_tokens::is_session_token(credential) {
+    let (caller, backing) = if crate::session_tokens::is_session_token(credential) {
         crate::session_tokens::authenticate(state, credential)
-            .map(Caller::Token)
+            .map(|t| {
+                let backing = Backing::Session(t.claims.clone());
+                (Caller::Token(Box::new(t)), backing)
+            })
             .map_err(|why| {
                 (
                     refuse_as(RefusalKind::Unauthenticated, reset_code::DENIED, why),
@@ -433,8 +442,8 @@ pub(crate) fn authorize(
                 )
             })?
     } else {
-        crate::auth::authenticate_bearer(state, credential)
-            .map(Caller::User)
+        crate::auth::authenticate_bearer_claims(state, credential)
+            .map(|(claims, p)| (Caller::User(p), Backing::Access(claims)))
             .map_err(|e| {
                 (
                     refuse_as(
@@ -499,23 +508,19 @@ pub(crate) fn authorize(
             Some(ctx),
         ));
     }
-    if let Caller::User(principal) = &caller {
-        // Every kind needs the Connect permission; what each may do on this node is the
-        // node's access policy (below), and the agent still refuses kinds it was not
-        // started with.
-        if !crate::authz::can_connect(principal, &node) {
-            return Err((
-                refuse_as(
-                    RefusalKind::Forbidden,
-                    reset_code::DENIED,
-                    format!(
-                        "permission denied: {} may not connect to node '{}'",
-                        principal.user, node.name
-                    ),
-                ),
-                Some(ctx),
-            ));
-        }
+    // Every kind needs the Connect permission of the user behind the credential (the
+    // issuer of a session token, as that user is now); what each may do on this node is
+    // the node's access policy (below), and the agent still refuses kinds it was not
+    // started with. Live streams are checked again the same way (`liveness::recheck`).
+    let principal = match &caller {
+        Caller::User(p) => p,
+        Caller::Token(t) => &t.issuer,
+    };
+    if let Err(why) = crate::liveness::may_connect(principal, &backing.whose(principal), &node) {
+        return Err((
+            refuse_as(RefusalKind::Forbidden, reset_code::DENIED, why),
+            Some(ctx),
+        ));
     }
     // The node's access policy (node > projects > tenant > defaults) refuses early, with
     // the level that decided.
@@ -562,6 +567,7 @@ pub(crate) fn authorize(
         node,
         agent,
         token,
+        backing,
     })
 }
 
@@ -630,6 +636,7 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
         cancel: route.token.as_ref().map(|(_, _, cut)| cut),
         token: route.token.as_ref().map(|(jti, k, _)| (jti.as_str(), *k)),
         session_expires: None,
+        backing: route.backing.clone(),
     };
     let stream = StreamKind {
         kind: &route.kind,
@@ -661,6 +668,9 @@ pub(crate) struct Relay<'a> {
     pub token: Option<(&'a str, u8)>,
     /// When `session` expires (unix milliseconds); the agent enforces it too.
     pub session_expires: Option<i64>,
+    /// The credential the stream was opened with: the stream is cut when it is withdrawn
+    /// ([`crate::liveness`]).
+    pub backing: Backing,
 }
 
 /// Signs a grant, opens a TCP stream to the agent and copies both ways until
@@ -723,6 +733,10 @@ pub(crate) async fn relay_kind_to_agent<C>(
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    // Registered first, so an admin change from here on cuts the stream.
+    let live = state
+        .live
+        .register(r.tenant_id, r.node_id, r.backing.clone());
     let claims = GrantClaims {
         aud: AUD_GRANT.to_string(),
         // Set when signed (or taken from the grant reused).
@@ -790,20 +804,28 @@ where
             }
         }
     };
-    let result = match r.cancel {
-        Some(cancel) => tokio::select! {
-            res = copy => res,
-            _ = cancel.cancelled() => {
-                let why = if r.token.is_some() {
-                    "the session token was revoked"
-                } else {
-                    "the remote-access session ended"
-                };
-                upstream.reset(reset_code::EXPIRED, why);
-                Err(std::io::Error::other(why))
-            }
-        },
-        None => copy.await,
+    let ended = async {
+        match r.cancel {
+            Some(cancel) => cancel.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        res = copy => res,
+        _ = ended => {
+            let why = if r.token.is_some() {
+                "the session token was revoked"
+            } else {
+                "the remote-access session ended"
+            };
+            upstream.reset(reset_code::EXPIRED, why);
+            Err(std::io::Error::other(why))
+        }
+        _ = live.cut.cancelled() => {
+            let why = live.reason().unwrap_or("access withdrawn").to_owned();
+            upstream.reset(reset_code::DENIED, &why);
+            Err(std::io::Error::other(why))
+        }
     };
     if let Err(e) = &result {
         // The client side failed: the agent must stop too, not wait for credit that

@@ -312,6 +312,7 @@ async fn session(
             cancel: auth.token.as_ref().map(|(_, _, cut)| cut),
             token: auth.token.as_ref().map(|(jti, k, _)| (jti.as_str(), *k)),
             session_expires: None,
+            backing: auth.backing.clone(),
         };
         let stream = StreamKind {
             kind: kinds::SHELL,

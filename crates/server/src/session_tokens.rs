@@ -27,16 +27,21 @@ pub fn is_session_token(grant: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A verified session token and the instance the client asked for.
+/// A verified session token, the instance the client asked for, and the user who
+/// issued it as that user is now.
 #[derive(Debug, Clone)]
 pub struct TokenCaller {
     pub claims: SessionClaims,
     pub instance: u8,
+    /// The issuer, with its current roles: every use is judged by them.
+    pub issuer: crate::auth::Principal,
 }
 
 /// Verifies `grant` (`JWT` or `JWT#K`): signature, audience, expiry, that the control
-/// plane issued it and has not revoked it, and that `K` is within the token's instances.
-/// The error is the reason shown to the client.
+/// plane issued it and has not revoked it, that its issuer still exists and is enabled,
+/// and that `K` is within the token's instances. Whether the issuer may still connect to
+/// the node is checked by the caller, with the node. The error is the reason shown to
+/// the client.
 pub fn authenticate(state: &AppState, grant: &str) -> Result<TokenCaller, String> {
     let (jwt, instance) = match grant.split_once('#') {
         None => (grant, 1u8),
@@ -60,6 +65,29 @@ pub fn authenticate(state: &AppState, grant: &str) -> Result<TokenCaller, String
             Some(kind) => format!("the session token was refused ({kind})"),
             None => "the session token was refused (invalid)".to_string(),
         })?;
+    let issuer = check_claims(state, &claims)?;
+    if instance > claims.num {
+        return Err(format!(
+            "instance {instance} refused: this session token allows {} instance{} (1..={})",
+            claims.num,
+            if claims.num == 1 { "" } else { "s" },
+            claims.num
+        ));
+    }
+    Ok(TokenCaller {
+        claims,
+        instance,
+        issuer,
+    })
+}
+
+/// What is checked of a verified session token on every use, at open and on recheck
+/// ([`crate::liveness`]): the control plane issued it and has not revoked it, and its
+/// issuer (by id) still exists and is enabled. Returns the issuer as it is now.
+pub fn check_claims(
+    state: &AppState,
+    claims: &SessionClaims,
+) -> Result<crate::auth::Principal, String> {
     let record = state
         .store
         .issued_token(&claims.ten, &claims.jti)
@@ -69,19 +97,23 @@ pub fn authenticate(state: &AppState, grant: &str) -> Result<TokenCaller, String
             if r.revoked_at.is_some() {
                 return Err("the session token has been revoked".into());
             }
+            // Tokens from before issuers were recorded by id cannot be tied to a user:
+            // fail closed.
+            if r.created_by_id.is_empty() || r.created_by_id != claims.uid {
+                return Err(
+                    "the session token does not name the user who issued it; ask for a new one"
+                        .into(),
+                );
+            }
         }
         // Signed by us but never recorded: fail closed.
         _ => return Err("the session token is not known to this server".into()),
     }
-    if instance > claims.num {
-        return Err(format!(
-            "instance {instance} refused: this session token allows {} instance{} (1..={})",
-            claims.num,
-            if claims.num == 1 { "" } else { "s" },
-            claims.num
-        ));
-    }
-    Ok(TokenCaller { claims, instance })
+    crate::auth::live_user(state, &claims.ten, &claims.uid)
+        .map_err(|why| format!("the user who issued this session token {why}"))
+        .and_then(|user| {
+            crate::auth::principal_of(state, user).map_err(|e| e.message().to_string())
+        })
 }
 
 // === Instances ===

@@ -145,6 +145,38 @@ pub fn wake(state: &AppState, node_id: &str) {
     state.sessions.notify.notify_one();
 }
 
+/// Tells the loop to reconcile every session now (users or roles changed: sessions whose
+/// creator may no longer connect end).
+pub fn wake_all(state: &AppState) {
+    state.sessions.notify.notify_one();
+}
+
+/// Why session `ra` must end because of its creator (disabled, deleted, created before
+/// creators were recorded by id, or no longer allowed to connect to `node`); `Ok(None)`
+/// if it may go on, `Err` if the store could not tell (the session is left alone).
+fn creator_withdrawn(
+    state: &AppState,
+    ra: &RemoteAccess,
+    node: &adit_store::Node,
+) -> Result<Option<String>, adit_store::StoreError> {
+    if ra.created_by_id.is_empty() {
+        return Ok(Some(
+            "ended: the session does not name the user who created it (created before \
+             schema version 7); create it again"
+                .into(),
+        ));
+    }
+    // A store failure is not the creator's fault: tell it apart before judging.
+    state.store.user(&ra.tenant_id, &ra.created_by_id)?;
+    let backing = crate::liveness::Backing::Creator {
+        tenant_id: ra.tenant_id.clone(),
+        user_id: ra.created_by_id.clone(),
+    };
+    Ok(crate::liveness::check(state, &backing, node)
+        .err()
+        .map(|why| format!("ended: {why}")))
+}
+
 /// Tells the loop that node `node_id`'s tunnel came or went. Only a node with live
 /// sessions needs a pass now (their state and endpoints follow the tunnel); for any
 /// other node there is nothing to reconcile.
@@ -238,13 +270,17 @@ pub async fn reconcile(state: &AppState) {
     let mut live_nodes = HashSet::new();
     for ra in sessions {
         let end = if ra.desired_state == RemoteAccessState::Deleted {
-            Some((crate::audit::SESSION_END, "deleted"))
+            Some((crate::audit::SESSION_END, "deleted".to_owned()))
         } else if now >= ra.expiration_timestamp {
-            Some((crate::audit::SESSION_EXPIRE, "expired"))
+            Some((crate::audit::SESSION_EXPIRE, "expired".to_owned()))
         } else {
             match state.store.node_any_tenant(&ra.instance) {
-                Ok(Some(n)) if n.revoked_at.is_none() => None,
-                Ok(_) => Some((crate::audit::SESSION_END, "node revoked")),
+                Ok(Some(n)) if n.revoked_at.is_none() => match creator_withdrawn(state, &ra, &n) {
+                    Ok(None) => None,
+                    Ok(Some(why)) => Some((crate::audit::SESSION_END, why)),
+                    Err(_) => continue,
+                },
+                Ok(_) => Some((crate::audit::SESSION_END, "node revoked".to_owned())),
                 Err(_) => continue,
             }
         };
@@ -255,10 +291,10 @@ pub async fn reconcile(state: &AppState) {
                 &ra,
                 RemoteAccessState::Deleted,
                 StatusIndicator::Idle,
-                why,
+                &why,
                 None,
             );
-            audit(state, &ra, action, crate::audit::OK, why);
+            audit(state, &ra, action, crate::audit::OK, &why);
             state.sessions.changed(&ra.instance);
             tell_agent(state, &ra, now);
             state
@@ -507,13 +543,35 @@ async fn endpoint_connection(
         );
         return;
     };
-    let node_name = state
-        .store
-        .node_any_tenant(&ra.instance)
-        .ok()
-        .flatten()
-        .map_or_else(|| ra.instance.clone(), |n| n.name);
     // The session may have been extended since its endpoint opened.
+    // The creator must still exist, be enabled and may connect to the node, now; live
+    // connections are cut when that changes (`liveness::recheck`).
+    let backing = crate::liveness::Backing::Creator {
+        tenant_id: ra.tenant_id.clone(),
+        user_id: ra.created_by_id.clone(),
+    };
+    let node = match state.store.node(&ra.tenant_id, &ra.instance) {
+        Ok(Some(n)) => Some(n),
+        _ => None,
+    };
+    let refused = match &node {
+        Some(n) => crate::liveness::check(&state, &backing, n).err(),
+        None => Some("the node no longer exists".to_owned()),
+    };
+    if let Some(why) = refused {
+        crate::audit::record_in_session(
+            &state,
+            &ra.tenant_id,
+            &ra.created_by,
+            Some(peer),
+            Some(&ra.instance),
+            &ra.resource_id,
+            crate::audit::STREAM_OPEN,
+            crate::audit::DENIED,
+            json!({ "reason": why, "target": ra.target }),
+        );
+        return;
+    }
     let expires = state
         .store
         .remote_access(&ra.tenant_id, &ra.resource_id)
@@ -524,12 +582,15 @@ async fn endpoint_connection(
         tenant_id: &ra.tenant_id,
         actor: &ra.created_by,
         node_id: &ra.instance,
-        node_name: &node_name,
+        node_name: node
+            .as_ref()
+            .map_or(ra.instance.as_str(), |n| n.name.as_str()),
         target: &ra.target,
         session: Some(&ra.resource_id),
         cancel: Some(&cancel),
         token: None,
         session_expires: Some(expires),
+        backing,
     };
     if let Err(why) = relay_to_agent(&state, &agent, &mut tcp, relay, peer).await {
         tracing::debug!(session = %ra.resource_id, %why, "endpoint connection ended");

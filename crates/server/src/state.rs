@@ -69,6 +69,8 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
     /// Client instances of session tokens in use, and their cut signals.
     pub token_instances: Arc<crate::session_tokens::Instances>,
+    /// Every live stream and the credential it was opened with.
+    pub live: Arc<crate::liveness::LiveStreams>,
     /// Streams per node (for node status).
     pub node_streams: Arc<NodeStreams>,
     pub user_streams: Arc<UserStreams>,
@@ -204,6 +206,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             sessions: Default::default(),
             token_instances: Default::default(),
+            live: Default::default(),
             node_streams: Default::default(),
             user_streams: Default::default(),
         }

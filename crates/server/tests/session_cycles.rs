@@ -8,7 +8,9 @@ use adit_server::state::{AppState, Settings};
 use adit_store::{Labels, NewRemoteAccess, RemoteAccessState};
 use common::test_state;
 
-fn state(ports: std::ops::RangeInclusive<u16>) -> (AppState, String, String) {
+/// A state with tenant `default`, node `dev1` and an admin (who creates the sessions);
+/// returns the state and the three ids.
+fn state(ports: std::ops::RangeInclusive<u16>) -> (AppState, String, String, String) {
     let state = test_state(Settings {
         endpoint_ports: ports,
         ..Settings::default()
@@ -18,10 +20,18 @@ fn state(ports: std::ops::RangeInclusive<u16>) -> (AppState, String, String) {
         .store
         .create_node(&tenant.id, "dev1", &Labels::new())
         .unwrap();
-    (state, tenant.id, node.id)
+    let admin = state
+        .store
+        .create_user(&tenant.id, "admin", "unused-hash")
+        .unwrap();
+    state
+        .store
+        .bind_role(&tenant.id, &admin.id, "admin", &Labels::new())
+        .unwrap();
+    (state, tenant.id, node.id, admin.id)
 }
 
-fn new_session(tenant: &str, node: &str, ttl_ms: i64) -> NewRemoteAccess {
+fn new_session(tenant: &str, node: &str, creator: &str, ttl_ms: i64) -> NewRemoteAccess {
     NewRemoteAccess {
         tenant_id: tenant.to_string(),
         instance: node.to_string(),
@@ -32,6 +42,7 @@ fn new_session(tenant: &str, node: &str, ttl_ms: i64) -> NewRemoteAccess {
         endpoint: true,
         allowed_cidrs: vec![],
         created_by: "admin".into(),
+        created_by_id: creator.into(),
     }
 }
 
@@ -39,14 +50,14 @@ fn new_session(tenant: &str, node: &str, ttl_ms: i64) -> NewRemoteAccess {
 async fn thousand_create_delete_cycles_leak_nothing() {
     // A small range forces ports to be reused many times over.
     let range = 21100..=21119;
-    let (state, tenant, node) = state(range.clone());
+    let (state, tenant, node, admin) = state(range.clone());
     let tasks_before = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
     for i in 0..1000 {
         let ra = state
             .store
-            .create_remote_access(&new_session(&tenant, &node, 600_000))
+            .create_remote_access(&new_session(&tenant, &node, &admin, 600_000))
             .unwrap();
         sessions::reconcile(&state).await;
         let port = *state
@@ -104,10 +115,10 @@ async fn thousand_create_delete_cycles_leak_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_is_enforced_by_the_loop() {
-    let (state, tenant, node) = state(21120..=21129);
+    let (state, tenant, node, admin) = state(21120..=21129);
     let ra = state
         .store
-        .create_remote_access(&new_session(&tenant, &node, 300))
+        .create_remote_access(&new_session(&tenant, &node, &admin, 300))
         .unwrap();
     sessions::reconcile(&state).await;
     assert_eq!(state.sessions.listening().len(), 1);

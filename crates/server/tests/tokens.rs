@@ -346,6 +346,7 @@ async fn forged_expired_and_unknown_session_tokens_are_refused() {
         pin: e.state.ca.pin().to_string(),
         sub: e.node_b.clone(),
         usr: "admin".into(),
+        uid: String::new(),
         key: "00".into(),
         num: 1,
         enc: false,

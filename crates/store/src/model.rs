@@ -129,8 +129,13 @@ pub struct IssuedToken {
     pub subject: String,
     /// Description (node name, or the name given to an API token).
     pub name: String,
-    /// Name of the user who issued it.
+    /// Name of the user who issued it (for display).
     pub created_by: String,
+    /// Id of the user who issued it: the token stops working when that user is disabled,
+    /// deleted or loses the role that let them issue it. Empty in records written before
+    /// schema version 7 (such tokens are refused).
+    #[serde(default)]
+    pub created_by_id: String,
     pub created_at: Millis,
     pub expires_at: Millis,
     /// Concurrent instances a session token allows (1..=5); `None` for API tokens.
@@ -488,8 +493,13 @@ pub struct RemoteAccess {
     pub configuration_status: String,
     pub configuration_status_indicator: StatusIndicator,
     pub configuration_status_timestamp: Millis,
-    /// Name of the user who created it.
+    /// Name of the user who created it (for display).
     pub created_by: String,
+    /// Id of the user who created it: the session ends when that user is disabled,
+    /// deleted or may no longer connect to the node. Empty in rows written before schema
+    /// version 7 (such sessions end).
+    #[serde(default)]
+    pub created_by_id: String,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -507,7 +517,10 @@ pub struct NewRemoteAccess {
     pub target: String,
     pub endpoint: bool,
     pub allowed_cidrs: Vec<String>,
+    /// Name of the user who creates it (for display).
     pub created_by: String,
+    /// Id of the user who creates it.
+    pub created_by_id: String,
 }
 
 /// Which configurations

@@ -1018,6 +1018,7 @@ fn new_access(tenant_id: &str, node_id: &str, expiration: i64) -> NewRemoteAcces
         endpoint: true,
         allowed_cidrs: vec!["192.0.2.0/24".to_owned(), "2001:db8::/32".to_owned()],
         created_by: "alice".to_owned(),
+        created_by_id: "alice-id".to_owned(),
     }
 }
 
@@ -1061,6 +1062,7 @@ pub fn remote_access_round_trip(store: Arc<dyn Store>) {
     assert_eq!(a.updated_at, a.created_at);
     assert_eq!(a.configuration_status_timestamp, a.created_at);
     assert_eq!(a.created_by, "alice");
+    assert_eq!(a.created_by_id, "alice-id");
     assert_eq!(
         store.remote_access(&t.id, &a.resource_id).unwrap(),
         Some(a.clone())
@@ -1475,6 +1477,7 @@ fn issued(tenant_id: &str, id: &str, kind: TokenKind, created_at: i64) -> Issued
         subject: format!("subject-of-{id}"),
         name: format!("name-of-{id}"),
         created_by: "admin".to_owned(),
+        created_by_id: format!("creator-of-{id}"),
         created_at,
         expires_at: created_at + 60_000,
         instances: (kind == TokenKind::Session).then_some(2),

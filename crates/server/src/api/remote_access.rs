@@ -250,6 +250,7 @@ pub(super) async fn create(
         endpoint: req.endpoint,
         allowed_cidrs,
         created_by: p.user.clone(),
+        created_by_id: p.user_id.clone(),
     };
     let access = match state.store.create_remote_access(&rec) {
         Ok(a) => a,

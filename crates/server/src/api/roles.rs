@@ -157,6 +157,8 @@ pub(super) async fn unbind(
         Err(StoreError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     }
+    // Streams and sessions that relied on what just changed end now.
+    crate::liveness::recheck(&state, &p.tenant_id);
     let user = state.store.user(&p.tenant_id, &binding.user_id)?;
     audit::record(
         &state,

@@ -83,6 +83,7 @@ pub(super) async fn create_session(
     ApiJson(req): ApiJson<CreateSessionTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedSessionToken>), ApiFailure> {
     let addr = source(addr);
+    crate::auth::may_mint(&p, crate::auth::Minted::Session)?;
     let node = visible_node(&state, &p, &req.node)?;
     require_connect(&state, &p, addr, &node, None, audit::SESSION_TOKEN_CREATE)?;
     if node.revoked_at.is_some() {
@@ -117,6 +118,7 @@ pub(super) async fn create_session(
         pin: state.ca.pin().to_string(),
         sub: node.id.clone(),
         usr: p.user.clone(),
+        uid: p.user_id.clone(),
         key: hex::encode(nonce),
         num: instances,
         enc: false,
@@ -129,6 +131,7 @@ pub(super) async fn create_session(
         subject: node.id.clone(),
         name: node.name.clone(),
         created_by: p.user.clone(),
+        created_by_id: p.user_id.clone(),
         created_at: claims.iat.saturating_mul(1000),
         expires_at: claims.exp.saturating_mul(1000),
         instances: Some(instances),
@@ -273,11 +276,7 @@ pub(super) async fn create_api(
     ApiJson(req): ApiJson<CreateApiTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiToken>), ApiFailure> {
     let addr = source(addr);
-    if p.api_token {
-        return Err(ApiFailure::forbidden(
-            "an API token cannot create API tokens; log in with `adit login` to create one",
-        ));
-    }
+    crate::auth::may_mint(&p, crate::auth::Minted::Api)?;
     validate_token_name(&req.name)?;
     let ttl = check_ttl(req.ttl_secs, MAX_API_TTL_SECS, "365 days")?;
     let now = adit_pki::now_unix();
@@ -299,6 +298,7 @@ pub(super) async fn create_api(
         subject: p.user_id.clone(),
         name: req.name.clone(),
         created_by: p.user.clone(),
+        created_by_id: p.user_id.clone(),
         created_at: claims.iat.saturating_mul(1000),
         expires_at: claims.exp.saturating_mul(1000),
         instances: None,
@@ -371,6 +371,8 @@ pub(super) async fn revoke_api(
     state
         .store
         .revoke_issued_token(&p.tenant_id, &id, adit_store::now_millis())?;
+    // Streams and sessions that relied on what just changed end now.
+    crate::liveness::recheck(&state, &p.tenant_id);
     audit::record(
         &state,
         &p.tenant_id,

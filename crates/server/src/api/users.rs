@@ -290,6 +290,8 @@ pub(super) async fn delete(
         Err(StoreError::NotFound(_)) => return Err(no_such_user(&key)),
         Err(e) => return Err(e.into()),
     }
+    // Streams and sessions that relied on what just changed end now.
+    crate::liveness::recheck(&state, &p.tenant_id);
     audit::record(
         &state,
         &p.tenant_id,
@@ -335,6 +337,8 @@ pub(super) async fn update(
         Err(StoreError::NotFound(_)) => return Err(no_such_user(&key)),
         Err(e) => return Err(e.into()),
     }
+    // Streams and sessions that relied on what just changed end now.
+    crate::liveness::recheck(&state, &p.tenant_id);
     audit::record(
         &state,
         &p.tenant_id,
@@ -427,6 +431,8 @@ pub(super) async fn set_password(
         Err(StoreError::NotFound(_)) => return Err(no_such_user(&key)),
         Err(e) => return Err(e.into()),
     }
+    // Streams and sessions that relied on what just changed end now.
+    crate::liveness::recheck(&state, &p.tenant_id);
     audit::record(
         &state,
         &p.tenant_id,

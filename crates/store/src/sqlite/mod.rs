@@ -433,7 +433,7 @@ fn audit_row(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
 const REMOTE_ACCESS_COLS: &str = "resource_id, tenant_id, instance, expiration_timestamp, \
     local_port, login_user, kind, target, endpoint, allowed_cidrs, desired_state, \
     current_state, configuration_status, configuration_status_indicator, \
-    configuration_status_timestamp, created_by, created_at, updated_at";
+    configuration_status_timestamp, created_by, created_at, updated_at, created_by_id";
 
 fn remote_access_row(row: &Row<'_>) -> Result<RemoteAccess, StoreError> {
     const W: &str = "remote access";
@@ -472,6 +472,7 @@ fn remote_access_row(row: &Row<'_>) -> Result<RemoteAccess, StoreError> {
         created_by: col(row, 15, W)?,
         created_at: col(row, 16, W)?,
         updated_at: col(row, 17, W)?,
+        created_by_id: col(row, 18, W)?,
         resource_id: id,
     })
 }
@@ -1213,7 +1214,7 @@ impl Store for SqliteStore {
                 &format!(
                     "INSERT INTO remote_access ({REMOTE_ACCESS_COLS})
                      VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                             ?15, ?14, ?14)"
+                             ?15, ?14, ?14, ?16)"
                 ),
                 params![
                     id,
@@ -1231,6 +1232,7 @@ impl Store for SqliteStore {
                     StatusIndicator::InProgress.as_str(),
                     now,
                     rec.created_by,
+                    rec.created_by_id,
                 ],
             );
             match inserted {
@@ -1442,7 +1444,7 @@ impl Store for SqliteStore {
             .execute(
                 &format!(
                     "INSERT INTO issued_tokens ({ISSUED_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ),
                 params![
                     rec.id,
@@ -1454,7 +1456,8 @@ impl Store for SqliteStore {
                     rec.created_at,
                     rec.expires_at,
                     rec.instances,
-                    rec.revoked_at
+                    rec.revoked_at,
+                    rec.created_by_id,
                 ],
             )
             .map_err(|e| {
@@ -1887,7 +1890,7 @@ const SET_NODE_FACTS: &str = "UPDATE nodes SET agent_version = ?2, os = ?3, host
                               addresses = ?5, tunnel_mode = ?6, actions = ?7 WHERE id = ?1";
 
 const ISSUED_COLS: &str = "id, tenant_id, kind, subject, name, created_by, created_at, \
-                           expires_at, instances, revoked_at";
+                           expires_at, instances, revoked_at, created_by_id";
 
 fn issued_row(row: &Row<'_>) -> Result<IssuedToken, StoreError> {
     const W: &str = "issued token";
@@ -1911,6 +1914,7 @@ fn issued_row(row: &Row<'_>) -> Result<IssuedToken, StoreError> {
         expires_at: col(row, 7, W)?,
         instances,
         revoked_at: col(row, 9, W)?,
+        created_by_id: col(row, 10, W)?,
         id,
     })
 }

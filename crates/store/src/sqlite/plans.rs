@@ -345,6 +345,7 @@ fn run_paths(store: &SqliteStore) -> BTreeMap<&'static str, Vec<String>> {
                 endpoint: false,
                 allowed_cidrs: vec![],
                 created_by: "user0001".into(),
+                created_by_id: "id-user0001".into(),
             })
             .unwrap();
         assert_eq!(store.active_remote_access().unwrap().len(), 1);
@@ -374,6 +375,7 @@ fn run_paths(store: &SqliteStore) -> BTreeMap<&'static str, Vec<String>> {
                 subject: "n000043".into(),
                 name: "t".into(),
                 created_by: "u0001".into(),
+                created_by_id: "id-u0001".into(),
                 created_at: 11,
                 expires_at: 4_000_000_000_000,
                 instances: Some(1),

@@ -29,6 +29,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     V4_CREDENTIALS_CHANGED,
     V5_POLICIES_ACTIONS_COMMANDS,
     V6_FLEET_INDEXES,
+    V7_CREATOR_IDS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -262,6 +263,14 @@ CREATE INDEX remote_access_by_instance ON remote_access(tenant_id, instance, cre
 CREATE INDEX role_bindings_by_user_created ON role_bindings(tenant_id, user_id, created_at, id);
 -- One node's audit trail (`adit audit ls --node`), in order.
 CREATE INDEX audit_by_tenant_node_seq ON audit_events(tenant_id, node_id, seq);
+"#;
+
+const V7_CREATOR_IDS: &str = r#"
+-- Who issued a token or created a session, by immutable user id: credentials derived
+-- from a user stop when that user is disabled, deleted or loses the role. Rows written
+-- before this version have '' and are refused / ended.
+ALTER TABLE issued_tokens ADD COLUMN created_by_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE remote_access ADD COLUMN created_by_id TEXT NOT NULL DEFAULT '';
 "#;
 
 pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {

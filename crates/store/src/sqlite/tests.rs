@@ -399,6 +399,7 @@ fn version_1_database_gains_remote_access_and_keeps_rows() {
             endpoint: false,
             allowed_cidrs: vec![],
             created_by: "root".into(),
+            created_by_id: "root-id".into(),
         })
         .unwrap();
     assert!(crate::testsuite::is_remote_access_id(&r.resource_id));
