@@ -1,25 +1,30 @@
 //! `file` streams: copy one file to or from the device, resumable, SHA-256 verified,
 //! confined to the agent's file roots.
 //!
-//! Confinement: the path must be absolute without `..`; its directory is
-//! canonicalized (symlinks resolved) and must lie under a canonical root; the last
-//! component is opened with `O_NOFOLLOW`, so a symlink there (even one swapped in
-//! after the check) is refused rather than followed.
+//! Confinement is the kernel's (`crate::beneath`): the path's directory is opened
+//! beneath its root with no symlink on the way, and the last component with
+//! `O_NOFOLLOW` relative to that directory.
 //!
 //! get: agent → `META{size, offset}`, `DATA`…, `DONE{size, sha256 of the whole file}`.
 //! put: agent → `META{size, offset to resume from}`; client → `DATA`…, `DONE{size,
-//! sha256}`; agent → `DONE` (its own hash) or `ERROR`. An interrupted put leaves the
-//! bytes received so far, for `resume`.
+//! sha256}`; agent → `DONE` (its own hash) or `ERROR`. A put writes to
+//! `.NAME.adit-part` beside the target and renames it over the target only once the
+//! checksums match: a refused, failed or interrupted upload never touches the
+//! target. An interrupted put leaves the partial file for `resume`; a failed
+//! verification removes it.
 
 use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use adit_api::toolbox::{self, frame_type, FileOp, FileSpec, Frame, MAX_FRAME_PAYLOAD};
 use adit_proto::reset_code;
 use adit_tunnel::Stream;
 use bytes::{Buf as _, BytesMut};
+use rustix::fs::{FileType, OFlags};
 use sha2::{Digest as _, Sha256};
 use tokio::fs::File;
+
+use crate::beneath;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 /// How a file stream ended, for the agent's log.
@@ -32,6 +37,7 @@ pub enum Outcome {
 }
 
 /// A refusal: the reset code and the reason the client sees.
+#[derive(Debug)]
 pub(crate) struct Refusal(pub(crate) u32, pub(crate) String);
 
 pub(crate) fn denied(reason: impl Into<String>) -> Refusal {
@@ -55,33 +61,6 @@ pub async fn serve(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> O
 
 // === confinement ===
 
-/// Resolves `path` (absolute, no `..`) to the canonical directory it is in, which must
-/// be under a root, joined with its last component (not resolved).
-pub(crate) fn confine(path: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
-    let p = Path::new(path);
-    if !p.is_absolute() {
-        return Err(denied(format!("path {path} is not absolute")));
-    }
-    if p.components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(denied(format!(
-            "path {path} is refused: '..' is not allowed"
-        )));
-    }
-    let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
-        return Err(denied(format!("path {path} does not name a file")));
-    };
-    let dir = std::fs::canonicalize(dir)
-        .map_err(|e| Refusal(reset_code::UNREACHABLE, format!("directory of {path}: {e}")))?;
-    if !roots.iter().any(|root| dir.starts_with(root)) {
-        return Err(denied(format!(
-            "path {path} is outside this agent's file roots (or leads out of them through a symlink)"
-        )));
-    }
-    Ok(dir.join(name))
-}
-
 /// Turns an open error into what the client needs to know.
 pub(crate) fn open_error(path: &str, e: std::io::Error) -> Refusal {
     // ELOOP: the last component is a symlink and O_NOFOLLOW refused it.
@@ -95,6 +74,10 @@ pub(crate) fn open_error(path: &str, e: std::io::Error) -> Refusal {
         _ => reset_code::UNREACHABLE,
     };
     Refusal(code, format!("cannot open {path}: {e}"))
+}
+
+fn libc_error(code: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(code)
 }
 
 /// Hashes the first `len` bytes of `file` from its start.
@@ -120,13 +103,11 @@ async fn hash_prefix(file: &mut File, len: u64, hasher: &mut Sha256) -> std::io:
 // === get ===
 
 async fn get(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<Outcome, Refusal> {
-    let path = confine(&spec.path, roots)?;
-    let mut file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .await
-        .map_err(|e| open_error(&spec.path, e))?;
+    let at = beneath::locate(&spec.path, roots)?;
+    let mut file = File::from_std(
+        at.open(OFlags::RDONLY, 0)
+            .map_err(|e| open_error(&spec.path, e))?,
+    );
     let meta = file
         .metadata()
         .await
@@ -198,22 +179,39 @@ async fn get(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
 // === put ===
 
 async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<Outcome, Refusal> {
-    let path = confine(&spec.path, roots)?;
-    let mut file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .await
+    let at = beneath::locate(&spec.path, roots)?;
+    // The target, if it exists, must be a regular file; its mode is kept.
+    let mode = match at.stat() {
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Some(st.st_mode & 0o7777),
+            FileType::Symlink => return Err(open_error(&spec.path, libc_error(libc::ELOOP))),
+            _ => return Err(denied(format!("{} is not a regular file", spec.path))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(open_error(&spec.path, e)),
+    };
+    let partial = beneath::partial_name(&at.name);
+    let mut flags = OFlags::RDWR | OFlags::CREATE;
+    if !spec.resume {
+        flags |= OFlags::TRUNC;
+    }
+    let opened = at
+        .open_name(&partial, flags, mode.unwrap_or(0o666))
         .map_err(|e| open_error(&spec.path, e))?;
+    if let Some(mode) = mode {
+        // O_CREAT applied the umask; the target's own mode is what it keeps.
+        let _ = rustix::fs::fchmod(&opened, rustix::fs::Mode::from_raw_mode(mode));
+    }
+    let mut file = File::from_std(opened);
     let meta = file
         .metadata()
         .await
         .map_err(|e| open_error(&spec.path, e))?;
     if !meta.is_file() {
-        return Err(denied(format!("{} is not a regular file", spec.path)));
+        return Err(denied(format!(
+            "the partial file beside {} is not a regular file",
+            spec.path
+        )));
     }
     let io =
         |e: std::io::Error| Refusal(reset_code::INTERNAL, format!("writing {}: {e}", spec.path));
@@ -224,7 +222,7 @@ async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
             return Err(Refusal(
                 reset_code::REFUSED,
                 format!(
-                    "cannot resume: {} on the device ({have} bytes) is larger than the local file ({} bytes); copy again without --resume",
+                    "cannot resume: the partial copy of {} on the device ({have} bytes) is larger than the local file ({} bytes); copy again without --resume",
                     spec.path, spec.size
                 ),
             ));
@@ -234,7 +232,6 @@ async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
             .map_err(io)?;
         have
     } else {
-        file.set_len(0).await.map_err(io)?;
         0
     };
     file.seek(SeekFrom::Start(offset)).await.map_err(io)?;
@@ -267,7 +264,7 @@ async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
                 file.flush().await.map_err(io)?;
                 tracing::info!(
                     path = %spec.path, received = total,
-                    "upload interrupted; the partial file is kept for --resume"
+                    "upload interrupted; the partial file beside it is kept for --resume"
                 );
                 return Ok(Outcome::Failed(format!(
                     "interrupted after {total} of {} bytes",
@@ -308,13 +305,31 @@ async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
                     }
                 };
                 let failed = matches!(reply, Frame::Error(_));
+                // Only a verified copy replaces the target; a bad one is dropped.
+                let placed = if failed {
+                    let _ = rustix::fs::unlinkat(&at.dir, &partial, rustix::fs::AtFlags::empty());
+                    Ok(())
+                } else {
+                    rustix::fs::renameat(&at.dir, &partial, &at.dir, &at.name)
+                };
+                let reply = match placed {
+                    Ok(()) => reply,
+                    Err(e) => Frame::Error(format!(
+                        "cannot put the verified copy in place as {}: {e}",
+                        spec.path
+                    )),
+                };
+                let failure = match &reply {
+                    Frame::Error(why) => Some(why.clone()),
+                    _ => None,
+                };
                 stream
                     .write_all(&reply.to_bytes())
                     .await
                     .map_err(client_gone)?;
                 let _ = stream.shutdown().await;
-                return Ok(if failed {
-                    Outcome::Failed("checksum mismatch".into())
+                return Ok(if let Some(why) = failure {
+                    Outcome::Failed(why)
                 } else {
                     Outcome::Done {
                         moved: total - offset,
@@ -332,30 +347,5 @@ async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
                 ))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn confinement() {
-        let base = std::env::temp_dir().join(format!("adit-files-{}", std::process::id()));
-        let root = base.join("root");
-        let outside = base.join("outside");
-        std::fs::create_dir_all(root.join("sub")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        let _ = std::os::unix::fs::symlink(&outside, root.join("escape"));
-        let roots = vec![std::fs::canonicalize(&root).unwrap()];
-        let p = |s: &Path| s.to_str().unwrap().to_owned();
-        assert!(confine(&p(&root.join("sub/a.bin")), &roots).is_ok());
-        assert!(confine(&p(&root.join("new.bin")), &roots).is_ok());
-        let refused = |path: String| confine(&path, &roots).err().map(|r| r.1).unwrap();
-        assert!(refused(p(&root.join("sub/../../outside/x"))).contains("'..'"));
-        assert!(refused(p(&root.join("escape/x"))).contains("outside"));
-        assert!(refused(p(&outside.join("x"))).contains("outside"));
-        assert!(refused("relative/x".into()).contains("absolute"));
-        let _ = std::fs::remove_dir_all(&base);
     }
 }

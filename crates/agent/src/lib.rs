@@ -13,6 +13,7 @@
 //! (file, flags, `HTTPS_PROXY`/`NO_PROXY`) and host facts and passes them in.
 
 mod agent;
+mod beneath;
 pub mod clock;
 pub mod config;
 mod enroll;

@@ -1132,18 +1132,6 @@ fn disk() -> Value {
 
 // === files ===
 
-/// The canonical directory `path` names, which must be under a root.
-fn confine_dir(path: &str, roots: &[PathBuf]) -> Result<PathBuf, Refusal> {
-    let dir = std::fs::canonicalize(path)
-        .map_err(|e| Refusal(reset_code::UNREACHABLE, format!("{path}: {e}")))?;
-    if !roots.iter().any(|root| dir.starts_with(root)) {
-        return Err(denied(format!(
-            "path {path} is outside this agent's file roots (or leads out of them through a symlink)"
-        )));
-    }
-    Ok(dir)
-}
-
 fn no_roots(roots: &[PathBuf], what: &str) -> Result<(), Refusal> {
     if roots.is_empty() {
         return Err(denied(format!(
@@ -1154,67 +1142,77 @@ fn no_roots(roots: &[PathBuf], what: &str) -> Result<(), Refusal> {
 }
 
 fn ls(path: &str, roots: &[PathBuf]) -> Result<Value, Refusal> {
+    ls_with(path, roots, crate::beneath::Resolver::Openat2)
+}
+
+/// `ls`, with directories opened beneath the roots in the given way.
+pub(crate) fn ls_with(
+    path: &str,
+    roots: &[PathBuf],
+    how: crate::beneath::Resolver,
+) -> Result<Value, Refusal> {
+    use rustix::fs::AtFlags;
     no_roots(roots, "ls")?;
-    let dir = confine_dir(path, roots)?;
-    if !dir.is_dir() {
-        // `ls FILE` lists the file alone, as ls does.
-        let file = crate::files::confine(path, roots)?;
-        let meta = std::fs::symlink_metadata(&file)
-            .map_err(|e| Refusal(reset_code::UNREACHABLE, format!("{path}: {e}")))?;
-        return Ok(json!({ "query": "ls", "path": path, "entries": [entry_json(&file, &meta)] }));
-    }
-    let read = std::fs::read_dir(&dir)
+    let dir = match crate::beneath::open_dir(path, roots, how) {
+        Ok(dir) => dir,
+        // `ls FILE` (or a symlink) lists that entry alone, as `ls -d` does.
+        Err(_) if !crate::beneath::is_root(path, roots) => {
+            let at = crate::beneath::locate_with(path, roots, how)?;
+            let st = at.stat().map_err(|e| crate::beneath::refusal(path, e))?;
+            return Ok(json!({
+                "query": "ls",
+                "path": path,
+                "entries": [entry_json(&crate::beneath::shown(&at.name), &st)],
+            }));
+        }
+        Err(refusal) => return Err(refusal),
+    };
+    let read = rustix::fs::Dir::read_from(&dir)
         .map_err(|e| Refusal(reset_code::UNREACHABLE, format!("cannot list {path}: {e}")))?;
     let mut entries = Vec::new();
     let mut truncated = false;
     for e in read.flatten() {
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
         if entries.len() >= MAX_ENTRIES {
             truncated = true;
             break;
         }
-        if let Ok(meta) = e.path().symlink_metadata() {
-            entries.push(entry_json(&e.path(), &meta));
+        if let Ok(st) = rustix::fs::statat(&dir, e.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            entries.push(entry_json(&String::from_utf8_lossy(name), &st));
         }
     }
     entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(json!({ "query": "ls", "path": path, "entries": entries, "truncated": truncated }))
 }
 
-fn entry_json(path: &Path, meta: &std::fs::Metadata) -> Value {
-    use std::os::unix::fs::PermissionsExt as _;
-    let ft = meta.file_type();
-    let kind = if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else {
-        "other"
+fn entry_json(name: &str, st: &rustix::fs::Stat) -> Value {
+    use rustix::fs::FileType;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Symlink => "symlink",
+        FileType::Directory => "dir",
+        FileType::RegularFile => "file",
+        _ => "other",
     };
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs());
+    let modified = u64::try_from(st.st_mtime).ok();
     json!({
-        "name": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        "name": name,
         "type": kind,
-        "size": meta.len(),
-        "mode": format!("{:o}", meta.permissions().mode() & 0o7777),
+        "size": st.st_size,
+        "mode": format!("{:o}", st.st_mode & 0o7777),
         "modified": modified,
     })
 }
 
 async fn cat(path: &str, roots: &[PathBuf]) -> Result<Value, Refusal> {
     no_roots(roots, "cat")?;
-    let file = crate::files::confine(path, roots)?;
-    let mut f = tokio::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&file)
-        .await
-        .map_err(|e| crate::files::open_error(path, e))?;
+    let at = crate::beneath::locate(path, roots)?;
+    let mut f = tokio::fs::File::from_std(
+        at.open(rustix::fs::OFlags::RDONLY, 0)
+            .map_err(|e| crate::files::open_error(path, e))?,
+    );
     let meta = f
         .metadata()
         .await

@@ -409,13 +409,16 @@ fn cp_large_files_resume_and_confinement() {
         mbps(down)
     );
 
-    // An interrupted download resumes from the partial file.
+    // An interrupted download leaves the existing local file as it was and
+    // resumes from the partial copy beside it.
     let partial = local.join("partial.bin");
+    std::fs::write(&partial, b"precious").unwrap();
     let have = kill_mid_way(
         cp_child(home, &remote_spec, partial.to_str().unwrap()),
-        &partial,
+        &local.join(".partial.bin.adit-part"),
         20 * 1024 * 1024,
     );
+    assert_eq!(std::fs::read(&partial).unwrap(), b"precious");
     let out = adit(
         home,
         &["cp", "--resume", &remote_spec, partial.to_str().unwrap()],
@@ -426,16 +429,20 @@ fn cp_large_files_resume_and_confinement() {
     assert_eq!(moved + resumed_at, BIG as u64);
     assert!(moved < BIG as u64);
     assert_eq!(sha256_streamed(&partial), sum);
+    assert!(!local.join(".partial.bin.adit-part").exists());
     eprintln!("download resumed at {resumed_at} bytes, moved {moved} more");
 
-    // An interrupted upload resumes from what the device has.
+    // An interrupted upload leaves the device's file as it was and resumes from
+    // the partial copy the agent keeps beside it.
     let remote2 = lab.root.join("up2.bin");
+    std::fs::write(&remote2, b"precious on the device").unwrap();
     let remote2_spec = format!("dev1:{}", remote2.display());
     kill_mid_way(
         cp_child(home, src.to_str().unwrap(), &remote2_spec),
-        &remote2,
+        &lab.root.join(".up2.bin.adit-part"),
         20 * 1024 * 1024,
     );
+    assert_eq!(std::fs::read(&remote2).unwrap(), b"precious on the device");
     let out = adit(
         home,
         &["cp", "--resume", src.to_str().unwrap(), &remote2_spec],
@@ -447,9 +454,17 @@ fn cp_large_files_resume_and_confinement() {
     assert_eq!(sha256_streamed(&remote2), sum);
     eprintln!("upload resumed at {resumed_at} bytes, moved {moved} more");
 
-    // A corrupted partial file is caught by the checksum.
+    assert!(!lab.root.join(".up2.bin.adit-part").exists());
+
+    // A corrupted partial file is caught by the checksum and dropped; the
+    // existing file is left as it was.
     let bad = local.join("bad.bin");
-    std::fs::write(&bad, b"not the start of that file").unwrap();
+    std::fs::write(&bad, b"precious").unwrap();
+    std::fs::write(
+        local.join(".bad.bin.adit-part"),
+        b"not the start of that file",
+    )
+    .unwrap();
     let err = fails(
         adit(
             home,
@@ -458,18 +473,23 @@ fn cp_large_files_resume_and_confinement() {
         "resume onto a wrong prefix",
     );
     assert!(err.contains("verification failed"), "{err}");
+    assert_eq!(std::fs::read(&bad).unwrap(), b"precious");
+    assert!(!local.join(".bad.bin.adit-part").exists());
 
     // Escapes are refused: `..`, a symlinked directory, a symlink as the last
     // component, a path outside the roots, and an agent without file roots.
     std::os::unix::fs::symlink("/etc", lab.root.join("etc-link")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", lab.root.join("host-link")).unwrap();
-    let dest = local.join("stolen").display().to_string();
+    let dest_path = local.join("stolen");
+    // An existing local file is not touched by a refused or missing download.
+    std::fs::write(&dest_path, b"precious").unwrap();
+    let dest = dest_path.display().to_string();
     let root = lab.root.display();
     let cases = [
         (format!("dev1:{root}/../outside"), "'..' is not allowed"),
         (
             format!("dev1:{root}/etc-link/hostname"),
-            "outside this agent's file roots",
+            "leads through a symlink",
         ),
         (format!("dev1:{root}/host-link"), "is a symlink"),
         (
@@ -480,10 +500,13 @@ fn cp_large_files_resume_and_confinement() {
             "dev2:/etc/hostname".to_string(),
             "start it with --file-root",
         ),
+        (format!("dev1:{root}/missing.bin"), "No such file"),
     ];
     for (from, why) in &cases {
         let err = fails(adit(home, &["cp", from, &dest]), from);
         assert!(err.contains(why), "cp {from}: expected {why:?} in {err}");
+        assert_eq!(std::fs::read(&dest_path).unwrap(), b"precious", "cp {from}");
+        assert!(!local.join(".stolen.adit-part").exists(), "cp {from}");
     }
     let small = local.join("small.txt");
     std::fs::write(&small, b"hello").unwrap();
@@ -491,7 +514,7 @@ fn cp_large_files_resume_and_confinement() {
         (format!("dev1:{root}/host-link"), "is a symlink"),
         (
             format!("dev1:{root}/etc-link/evil"),
-            "outside this agent's file roots",
+            "leads through a symlink",
         ),
     ] {
         let err = fails(adit(home, &["cp", small.to_str().unwrap(), &to]), &to);

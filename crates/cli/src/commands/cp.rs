@@ -93,20 +93,29 @@ async fn download(ctx: &Ctx, node: &str, path: &str, local: &Path, resume: bool)
         local.to_path_buf()
     };
     let shown = local.display().to_string();
+    // The bytes go to a partial file beside the target, which replaces the target
+    // only once the checksum matches: a refused, missing, failed or interrupted
+    // download never touches an existing file.
+    let partial = partial_path(&local)?;
+    let partial_shown = partial.display().to_string();
+    let resuming = resume && tokio::fs::try_exists(&partial).await.unwrap_or(false);
+    if resume && !resuming {
+        eprintln!("no partial copy at {partial_shown} to resume; copying from the start");
+    }
     let mut file = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(!resume)
-        .open(&local)
+        .truncate(!resuming)
+        .open(&partial)
         .await
-        .with_context(|| format!("cannot open {shown} for writing"))?;
+        .with_context(|| format!("cannot open {partial_shown} for writing"))?;
     let mut hasher = Sha256::new();
-    let offset = if resume {
+    let offset = if resuming {
         let have = file.metadata().await?.len();
         hash_prefix(&mut file, have, &mut hasher)
             .await
-            .with_context(|| format!("reading the partial file {shown}"))?;
+            .with_context(|| format!("reading the partial file {partial_shown}"))?;
         have
     } else {
         0
@@ -116,7 +125,7 @@ async fn download(ctx: &Ctx, node: &str, path: &str, local: &Path, resume: bool)
         path: path.to_owned(),
         offset,
         size: 0,
-        resume,
+        resume: resuming,
     };
     let target = toolbox_target(node, &spec)?;
     let dialer = ctx.dialer()?;
@@ -143,28 +152,32 @@ async fn download(ctx: &Ctx, node: &str, path: &str, local: &Path, resume: bool)
             match frames.next(&mut read).await? {
                 Some(Frame::Data(bytes)) => {
                     hasher.update(&bytes);
-                    out.write_all(&bytes).await.with_context(|| format!("writing {shown}"))?;
+                    out.write_all(&bytes)
+                        .await
+                        .with_context(|| format!("writing {partial_shown}"))?;
                     total += bytes.len() as u64;
                     progress.update(total);
                 }
                 Some(Frame::Done { size, sha256 }) => {
-                    out.flush().await.with_context(|| format!("writing {shown}"))?;
+                    out.flush().await.with_context(|| format!("writing {partial_shown}"))?;
                     progress.finish();
                     let ours: [u8; 32] = hasher.finalize().into();
                     if size != total || sha256 != ours {
-                        bail!(
-                            "verification failed: {what} has {size} bytes with SHA-256 {}, but {shown} has {total} bytes with SHA-256 {}; \
-                             the local file is kept, copy again without --resume",
+                        return Err(Failure::Verification(format!(
+                            "verification failed: {what} has {size} bytes with SHA-256 {}, but the copy has {total} bytes with SHA-256 {}; \
+                             the copy is dropped and {shown} is left as it was, copy again",
                             hex::encode(sha256),
                             hex::encode(ours)
-                        );
+                        ))
+                        .into());
                     }
+                    file.sync_all().await.with_context(|| format!("writing {partial_shown}"))?;
                     return Ok((total, ours));
                 }
                 Some(Frame::Error(msg)) => bail!("the agent reported: {msg}"),
                 Some(other) => bail!("protocol error: unexpected frame type {}", other.ty()),
                 None => bail!(
-                    "the transfer was interrupted after {total} bytes; run the same command with --resume to continue"
+                    "the transfer was interrupted after {total} bytes (kept in {partial_shown}); run the same command with --resume to continue"
                 ),
             }
         }
@@ -172,10 +185,60 @@ async fn download(ctx: &Ctx, node: &str, path: &str, local: &Path, resume: bool)
     .await;
     drop((read, write));
     connection.finish().await;
-    let (total, sha) = result.map_err(|e| e.context(format!("copying {what} to {shown}")))?;
+    drop(file);
+    let placed = match result {
+        Ok(done) => {
+            // A file that is replaced keeps its permissions.
+            if let Ok(m) = tokio::fs::metadata(&local).await {
+                let _ = tokio::fs::set_permissions(&partial, m.permissions()).await;
+            }
+            tokio::fs::rename(&partial, &local)
+                .await
+                .with_context(|| format!("putting the verified copy {partial_shown} in place"))
+                .map(|()| done)
+        }
+        Err(e) => {
+            // Keep a partial copy that can be resumed; drop one that is wrong or empty.
+            let empty = tokio::fs::metadata(&partial)
+                .await
+                .is_ok_and(|m| m.len() == 0);
+            if empty || e.downcast_ref::<Failure>().is_some() {
+                let _ = tokio::fs::remove_file(&partial).await;
+            }
+            Err(e)
+        }
+    };
+    let (total, sha) = placed.map_err(|e| e.context(format!("copying {what} to {shown}")))?;
     summary(total, offset, &sha);
     Ok(())
 }
+
+/// `.NAME.adit-part` beside `local` (the agent names its partial uploads the same way).
+fn partial_path(local: &Path) -> Result<PathBuf> {
+    let name = local
+        .file_name()
+        .ok_or_else(|| UsageError(format!("{} does not name a file", local.display())))?;
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(".adit-part");
+    Ok(local.with_file_name(partial))
+}
+
+/// A copy that arrived whole but wrong: it is dropped, not kept for `--resume`.
+#[derive(Debug)]
+enum Failure {
+    Verification(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Verification(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
 
 // === upload ===
 
