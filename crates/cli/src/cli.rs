@@ -93,6 +93,12 @@ pub enum Command {
     /// files in a tar.gz. Allowed by default on agents (`--deny-query` turns it off);
     /// ls and cat only inside the agent's file roots.
     ///
+    /// Exit status: 0 when the node answered and the check passed; 4 when it answered
+    /// and the check failed (tcp not connected, http without an answer, dns not
+    /// resolved, ping or traceroute exiting non-zero); 5 when the query is not
+    /// available on the device (a tool is missing); 1 when the query could not be
+    /// made (refused, offline, network). With --selector: 0 only if every node passed.
+    ///
     /// Example: `adit query kiosk-7 processes --sort rss --top 10`, `adit query kiosk-7
     /// tcp 10.0.0.5:502`, `adit query --selector site=lab system --output json`
     Query(QueryArgs),

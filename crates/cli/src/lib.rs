@@ -26,6 +26,16 @@ use clap::Parser;
 /// Runs the CLI with the process's arguments and environment; returns the
 /// exit status (0 ok, 1 failure, 2 usage error, 3 not logged in).
 pub fn main() -> ExitCode {
+    // A closed stdout (`adit ... | head -1`) ends the process quietly, as it ends
+    // `cat`: the default action of SIGPIPE (exit by the signal, 141 in a shell)
+    // instead of Rust's ignored SIGPIPE, which makes every print panic. Sockets are
+    // unaffected: they are written with MSG_NOSIGNAL.
+    // SAFETY: called first thing in main, before any other thread exists; the
+    // one unsafe call of the CLI (std offers no safe way to restore SIGPIPE).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // clap exits 2 on usage errors and 0 for --help / --version.

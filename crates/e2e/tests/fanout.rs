@@ -121,6 +121,18 @@ fn fan_out_across_twenty_agents_with_one_offline() {
         "{stdout}"
     );
 
+    // A query whose check fails on the nodes (a closed port) fails the run, each
+    // node `failed` with the reason.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let out = adit(&home, &["query", "--selector", "ring=a", "tcp", &closed]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(" failed ")).count(),
+        10,
+        "{stdout}"
+    );
+
     // query on all 20 as JSON: one object by node, the offline one with its status.
     let started = Instant::now();
     let out = adit(

@@ -64,10 +64,69 @@ pub async fn query(ctx: &Ctx, args: QueryArgs) -> Result<u8> {
             } else {
                 print!("{}", render(&value));
             }
-            Ok(0)
+            Ok(match verdict(&value) {
+                Verdict::Passed => 0,
+                Verdict::Failed(why) => {
+                    eprintln!("adit: the check failed on node {node}: {why}");
+                    EXIT_CHECK_FAILED
+                }
+                Verdict::Unavailable(why) => {
+                    eprintln!(
+                        "adit: `{}` is not available on node {node}: {why}",
+                        spec.what
+                    );
+                    EXIT_UNAVAILABLE
+                }
+            })
         }
         (None, Some(selector)) => fan_out(ctx, &spec, &selector, args.parallel.into()).await,
         (None, None) => unreachable!("a node or a selector"),
+    }
+}
+
+/// Exit status when the node answered and the check failed: `tcp` not connected,
+/// `http` without an HTTP answer, `dns` not resolved, `ping`/`traceroute` exiting
+/// non-zero, or any answer carrying an error.
+pub const EXIT_CHECK_FAILED: u8 = 4;
+/// Exit status when the query cannot be answered on the device (a tool is missing).
+pub const EXIT_UNAVAILABLE: u8 = 5;
+
+/// What an answer says about the check it reports.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Passed,
+    Failed(String),
+    Unavailable(String),
+}
+
+pub(crate) fn verdict(v: &Value) -> Verdict {
+    if v["available"] == Value::Bool(false) {
+        return Verdict::Unavailable(s(&v["reason"]));
+    }
+    let error = || {
+        v["error"]
+            .as_str()
+            .map_or_else(|| "no reason given".to_owned(), str::to_owned)
+    };
+    let failed = match v["query"].as_str().unwrap_or_default() {
+        "tcp" => v["connected"] != Value::Bool(true),
+        "http" => v["ok"] != Value::Bool(true),
+        "dns" => v["resolved"] != Value::Bool(true),
+        "ping" | "traceroute" => {
+            if v["exit_code"] != serde_json::json!(0) {
+                return Verdict::Failed(match v["error"].as_str() {
+                    Some(e) => e.to_owned(),
+                    None => format!("{} exited with {}", s(&v["query"]), s(&v["exit_code"])),
+                });
+            }
+            false
+        }
+        _ => !v["error"].is_null(),
+    };
+    if failed {
+        Verdict::Failed(error())
+    } else {
+        Verdict::Passed
     }
 }
 
@@ -181,7 +240,12 @@ async fn fan_out(
         let spec = spec.clone();
         async move {
             match ask(&dialer, &connection, &node, &spec).await {
-                Ok(v) => (Status::Ok, None, None, Some(v)),
+                Ok(v) => match verdict(&v) {
+                    Verdict::Passed => (Status::Ok, None, None, Some(v)),
+                    Verdict::Failed(why) | Verdict::Unavailable(why) => {
+                        (Status::Failed, None, Some(why), Some(v))
+                    }
+                },
                 Err(e) => (Status::Error, None, Some(format!("{e:#}")), None),
             }
         }
@@ -501,5 +565,56 @@ pub(crate) fn render(v: &Value) -> String {
             out
         }
         _ => serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{verdict, Verdict};
+
+    #[test]
+    fn failed_checks_are_told_apart_from_answers() {
+        let failed = |v| matches!(verdict(&v), Verdict::Failed(_));
+        assert_eq!(
+            verdict(&json!({"query": "tcp", "connected": true})),
+            Verdict::Passed
+        );
+        assert_eq!(
+            verdict(&json!({"query": "tcp", "connected": false, "error": "Connection refused"})),
+            Verdict::Failed("Connection refused".into())
+        );
+        assert!(failed(
+            json!({"query": "http", "ok": false, "error": "tls: bad certificate"})
+        ));
+        assert_eq!(
+            verdict(&json!({"query": "http", "ok": true, "status": 500})),
+            Verdict::Passed
+        );
+        assert!(failed(
+            json!({"query": "dns", "resolved": false, "error": "no such host"})
+        ));
+        assert!(failed(
+            json!({"query": "ping", "available": true, "exit_code": 1})
+        ));
+        assert!(failed(
+            json!({"query": "traceroute", "available": true, "exit_code": null})
+        ));
+        assert_eq!(
+            verdict(&json!({"query": "ping", "available": true, "exit_code": 0})),
+            Verdict::Passed
+        );
+        assert_eq!(
+            verdict(
+                &json!({"query": "ping", "available": false, "reason": "ping is not installed"})
+            ),
+            Verdict::Unavailable("ping is not installed".into())
+        );
+        assert!(failed(json!({"query": "cat", "error": "too big"})));
+        assert_eq!(
+            verdict(&json!({"query": "system", "hostname": "h"})),
+            Verdict::Passed
+        );
     }
 }

@@ -1,0 +1,151 @@
+//! How the `adit` CLI ends: every command that prints ends quietly when its stdout
+//! is closed (as `cat` does: exit 0, or killed by SIGPIPE, 141 in a shell; never a
+//! panic or an error message), and failed diagnostic checks exit non-zero.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use adit_e2e::*;
+
+/// Runs `adit args` with its stdout a pipe whose reading end is already closed.
+fn with_closed_stdout(home: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin("adit"))
+        .args(args)
+        .env("ADIT_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let tmp = TempDir::new("closed-pipe");
+    let home = tmp.path().join("home");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    login(&home, &server);
+    let root = std::fs::canonicalize(tmp.path()).unwrap().join("files");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("big.txt");
+    std::fs::write(&file, "line of text\n".repeat(20_000)).unwrap();
+    let root_s = root.display().to_string();
+    let file_s = file.display().to_string();
+    let _dev1 = start_agent(
+        &home,
+        &server,
+        tmp.path(),
+        "dev1",
+        &["--file-root", &root_s, "--allow-exec"],
+    );
+    ok(
+        adit(&home, &["access", "create", "dev1", "--ttl", "10m"]),
+        "access create",
+    );
+    let token = ok(
+        adit(&home, &["access", "token", "dev1", "--ttl", "10m"]),
+        "token",
+    );
+    let token = token.trim();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["--help"],
+        vec!["nodes", "--help"],
+        vec!["completions", "zsh"],
+        vec!["completions", "bash"],
+        vec!["status"],
+        vec!["tokens", "ls"],
+        vec!["nodes", "ls"],
+        vec!["nodes", "ls", "--output", "json"],
+        vec!["nodes", "show", "dev1"],
+        vec!["policy", "ls"],
+        vec!["policy", "effective", "dev1"],
+        vec!["users", "ls"],
+        vec!["roles", "ls"],
+        vec!["audit", "ls"],
+        vec!["audit", "export"],
+        vec!["access", "ls"],
+        vec!["access", "tokens"],
+        vec!["api-tokens", "ls"],
+        vec!["recordings", "ls"],
+        vec!["tenants", "ls"],
+        vec!["config", "ssh"],
+        vec!["token", "decode", token],
+        vec!["query", "dev1", "system"],
+        vec!["query", "dev1", "cat", &file_s],
+        vec!["query", "dev1", "processes", "--output", "json"],
+        vec!["exec", "dev1", "--", "cat", &file_s],
+    ];
+    let mut loud = Vec::new();
+    for args in &commands {
+        let (status, stderr) = with_closed_stdout(&home, args);
+        let quiet = status.code() == Some(0) || status.signal() == Some(SIGPIPE);
+        if !quiet || stderr.contains("panicked") || stderr.contains("Broken pipe") {
+            loud.push(format!("adit {}: {status}: {stderr}", args.join(" ")));
+        }
+    }
+    assert!(
+        loud.is_empty(),
+        "{} commands did not end quietly:\n{}",
+        loud.len(),
+        loud.join("\n")
+    );
+}
+
+/// The signal a write to a closed pipe raises (13 on Linux).
+const SIGPIPE: i32 = 13;
+
+#[test]
+fn failed_checks_exit_non_zero() {
+    let tmp = TempDir::new("query-exits");
+    let home = tmp.path().join("home");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    login(&home, &server);
+    let _dev1 = start_agent(&home, &server, tmp.path(), "dev1", &[]);
+    let open = echo_server();
+    let closed = free_port();
+    let code = |args: &[&str]| adit(&home, args).status.code();
+    // Answered and passed.
+    assert_eq!(
+        code(&["query", "dev1", "tcp", &format!("127.0.0.1:{open}")]),
+        Some(0)
+    );
+    assert_eq!(code(&["query", "dev1", "system"]), Some(0));
+    // Answered, and the check failed: 4, with the reason on stderr.
+    let out = adit(
+        &home,
+        &["query", "dev1", "tcp", &format!("127.0.0.1:{closed}")],
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the check failed on node dev1"), "{stderr}");
+    let out = adit(
+        &home,
+        &[
+            "query",
+            "dev1",
+            "http",
+            &format!("http://127.0.0.1:{closed}/"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    // The same in JSON: the answer is printed, the status still tells.
+    assert_eq!(
+        code(&[
+            "query",
+            "dev1",
+            "tcp",
+            &format!("127.0.0.1:{closed}"),
+            "--output",
+            "json"
+        ]),
+        Some(4)
+    );
+    // Fan-out counts a failed check as a failure: `e2e/tests/fanout.rs`.
+}
