@@ -1090,3 +1090,90 @@ fn password_guessing_is_locked_out_per_source_and_audited() {
     }
     assert_alive(&mut server);
 }
+
+/// Guessing spread over 20 source addresses, alternating the tenant spelling
+/// (omitted and named), stays under every per-source budget and still locks the
+/// account: during the lockout even the right password from a fresh address is
+/// refused, and the lockout is in the audit.
+#[test]
+fn password_guessing_from_many_sources_locks_the_account() {
+    let _serial = serial();
+    let tmp = TempDir::new("flood-login-account");
+    let mut server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    let login_req = |password: &str, tenant: bool| {
+        let mut req = serde_json::json!({"user": "admin", "password": password});
+        if tenant {
+            req["tenant"] = "default".into();
+        }
+        post_json("/v1/login", &req)
+    };
+    // A login token from before the guessing, to read the audit afterwards.
+    let resp = https(
+        &server.pin,
+        USER,
+        server.port,
+        &login_req(ADMIN_PASSWORD, false),
+    )
+    .unwrap();
+    assert_eq!(
+        status(&resp),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    let token: serde_json::Value = serde_json::from_str(&body(&resp)).unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+
+    let mut statuses = Vec::new();
+    for i in 0..20u8 {
+        let source = Ipv4Addr::new(127, 0, 0, 10 + i);
+        let resp = https(
+            &server.pin,
+            source,
+            server.port,
+            &login_req(&format!("guess-{i}"), i % 2 == 1),
+        )
+        .expect("login attempt");
+        statuses.push(status(&resp).expect("a status"));
+    }
+    eprintln!("guessing from 20 sources: statuses {statuses:?}");
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    // The right password from an address that never guessed is refused too.
+    let resp = https(
+        &server.pin,
+        Ipv4Addr::new(127, 0, 0, 50),
+        server.port,
+        &login_req(ADMIN_PASSWORD, true),
+    )
+    .unwrap();
+    assert_eq!(
+        status(&resp),
+        Some(429),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    assert!(body(&resp).contains("for this user"), "{}", body(&resp));
+
+    // The audit has every checked guess, the last one starting the account lockout.
+    let resp = https(
+        &server.pin,
+        USER,
+        server.port,
+        &get("/v1/audit?limit=1000", Some(&token)),
+    )
+    .unwrap();
+    let events: Vec<serde_json::Value> = serde_json::from_str(&body(&resp)).unwrap();
+    let denied: Vec<_> = events
+        .iter()
+        .filter(|e| e["action"] == "login" && e["outcome"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 10, "{denied:#?}");
+    let locks: Vec<_> = denied
+        .iter()
+        .filter_map(|e| e["detail"]["account_locked_out_secs"].as_u64())
+        .collect();
+    assert_eq!(locks, [30], "{denied:#?}");
+    assert_alive(&mut server);
+}

@@ -290,20 +290,30 @@ pub fn verify_password(pw: &str, phc: &str) -> bool {
 
 // === LoginLimiter ===
 
-/// Failed logins allowed within [`LoginLimiter::WINDOW`] before backoff starts.
+/// Failed logins from one source allowed within [`LoginLimiter::WINDOW`] before
+/// backoff starts.
 const FREE_FAILURES: u32 = 5;
+/// Failed logins of one account, from any source, allowed within the window.
+const ACCOUNT_FREE_FAILURES: u32 = 10;
 /// First lockout; doubles with every further failure.
 const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
-/// Longest lockout.
+/// Longest lockout of a source.
 const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+/// Longest lockout of an account: short, so that guessing cannot lock its owner (or
+/// the admin) out for long.
+const MAX_ACCOUNT_LOCKOUT: Duration = Duration::from_secs(5 * 60);
 /// Entries beyond this make the limiter forget idle ones first.
 const MAX_ENTRIES: usize = 50_000;
 
-/// Per (source address, tenant, user) failed-login counter with exponential backoff.
+/// Failed-login counters with exponential backoff, kept two ways: per source address
+/// and user name (as typed, whatever the tenant spelling), and per account (the
+/// resolved tenant and user ids, across every source).
 ///
-/// After [`FREE_FAILURES`] failures within five minutes, further attempts for that key are
-/// refused without checking the password for 30 s, doubling with every failure up to
-/// 15 minutes. A successful login clears the key. In memory, per router.
+/// After [`FREE_FAILURES`] failures from one source (or [`ACCOUNT_FREE_FAILURES`] for
+/// one account from anywhere) within five minutes, further attempts are refused
+/// without checking the password for 30 s, doubling with every failure up to 15
+/// minutes for a source and 5 minutes for an account. A successful login clears both.
+/// In memory, per router.
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
     entries: Mutex<HashMap<LimiterKey, Failures>>,
@@ -311,10 +321,14 @@ pub struct LoginLimiter {
 
 /// Identifies whose attempts are counted together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LimiterKey {
-    source: Option<IpAddr>,
-    tenant: String,
-    user: String,
+pub enum LimiterKey {
+    /// One source address guessing one user name.
+    Source {
+        source: Option<IpAddr>,
+        user: String,
+    },
+    /// One account, from anywhere.
+    Account { tenant_id: String, user_id: String },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -325,11 +339,33 @@ struct Failures {
 }
 
 impl LimiterKey {
-    pub fn new(source: Option<IpAddr>, tenant: Option<&str>, user: &str) -> Self {
-        Self {
+    /// A source guessing `user` (the tenant as typed does not matter).
+    pub fn source(source: Option<IpAddr>, user: &str) -> Self {
+        Self::Source {
             source,
-            tenant: tenant.unwrap_or_default().to_string(),
             user: user.to_string(),
+        }
+    }
+
+    /// The account `user_id` of `tenant_id`.
+    pub fn account(tenant_id: &str, user_id: &str) -> Self {
+        Self::Account {
+            tenant_id: tenant_id.to_string(),
+            user_id: user_id.to_string(),
+        }
+    }
+
+    fn free_failures(&self) -> u32 {
+        match self {
+            Self::Source { .. } => FREE_FAILURES,
+            Self::Account { .. } => ACCOUNT_FREE_FAILURES,
+        }
+    }
+
+    fn max_lockout(&self) -> Duration {
+        match self {
+            Self::Source { .. } => MAX_LOCKOUT,
+            Self::Account { .. } => MAX_ACCOUNT_LOCKOUT,
         }
     }
 }
@@ -371,13 +407,14 @@ impl LoginLimiter {
             };
         }
         entry.count = entry.count.saturating_add(1);
-        if entry.count < FREE_FAILURES {
+        let free = key.free_failures();
+        if entry.count < free {
             return None;
         }
-        let doublings = (entry.count - FREE_FAILURES).min(16);
+        let doublings = (entry.count - free).min(16);
         let lockout = FIRST_LOCKOUT
             .saturating_mul(1u32 << doublings)
-            .min(MAX_LOCKOUT);
+            .min(key.max_lockout());
         entry.blocked_until = Some(now + lockout);
         Some(lockout)
     }
@@ -417,8 +454,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn limiter_backs_off_and_resets() {
         let l = LoginLimiter::default();
-        let k = LimiterKey::new(None, None, "alice");
-        let other = LimiterKey::new(None, None, "bob");
+        let k = LimiterKey::source(None, "alice");
+        let other = LimiterKey::source(None, "bob");
         for _ in 0..4 {
             assert_eq!(l.record_failure(&k), None);
             assert!(l.check(&k).is_ok());
@@ -444,11 +481,28 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn limiter_forgets_old_failures() {
         let l = LoginLimiter::default();
-        let k = LimiterKey::new(None, Some("t"), "alice");
+        let k = LimiterKey::source(None, "alice");
         for _ in 0..4 {
             l.record_failure(&k);
         }
         tokio::time::advance(LoginLimiter::WINDOW + Duration::from_secs(1)).await;
         assert_eq!(l.record_failure(&k), None, "the window restarted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accounts_have_a_larger_budget_and_a_shorter_cap() {
+        let l = LoginLimiter::default();
+        let account = LimiterKey::account("t1", "u1");
+        for _ in 0..ACCOUNT_FREE_FAILURES - 1 {
+            assert_eq!(l.record_failure(&account), None);
+        }
+        assert_eq!(l.record_failure(&account), Some(FIRST_LOCKOUT));
+        assert!(l.check(&account).is_err());
+        assert!(l.check(&LimiterKey::account("t1", "u2")).is_ok());
+        assert!(l.check(&LimiterKey::account("t2", "u1")).is_ok());
+        for _ in 0..20 {
+            l.record_failure(&account);
+        }
+        assert_eq!(l.check(&account).unwrap_err(), MAX_ACCOUNT_LOCKOUT);
     }
 }

@@ -50,7 +50,7 @@ pub(super) async fn login(
         )));
     }
 
-    let key = LimiterKey::new(source.map(|s| s.ip()), req.tenant.as_deref(), &req.user);
+    let key = LimiterKey::source(source.map(|s| s.ip()), &req.user);
     if let Err(wait) = limiter.check(&key) {
         // Counted, not audited one by one: the lockout itself was audited with the failure
         // that started it, and a flood of refused attempts must not fill the audit log.
@@ -64,6 +64,19 @@ pub(super) async fn login(
     }
 
     let found = find_user(&state, req.tenant.as_deref(), &req.user)?;
+    // The account's own budget, across every source and tenant spelling: during its
+    // lockout even the right password is refused, unchecked.
+    let account = found
+        .as_ref()
+        .map(|(user, tenant)| LimiterKey::account(&tenant.id, &user.id));
+    if let Some(Err(wait)) = account.as_ref().map(|k| limiter.check(k)) {
+        Metrics::inc(&state.metrics.logins_failed);
+        let secs = wait.as_secs().max(1);
+        return Err(ApiFailure::rate_limited(format!(
+            "too many failed logins for this user; wait {secs} seconds and try again"
+        ))
+        .with_retry_after(secs));
+    }
 
     // Verify against a fixed hash when the user is unknown, so timing does not reveal it.
     let phc = match &found {
@@ -83,6 +96,7 @@ pub(super) async fn login(
         other => {
             Metrics::inc(&state.metrics.logins_failed);
             let lockout = limiter.record_failure(&key);
+            let account_lockout = account.as_ref().and_then(|k| limiter.record_failure(k));
             if let Some((user, tenant)) = &other {
                 let reason = if user.disabled {
                     "user disabled"
@@ -97,7 +111,12 @@ pub(super) async fn login(
                     None,
                     audit::LOGIN,
                     audit::DENIED,
-                    json!({ "reason": reason, "locked_out_secs": lockout.map(|d| d.as_secs()) }),
+                    json!({
+                        "user_id": user.id,
+                        "reason": reason,
+                        "locked_out_secs": lockout.map(|d| d.as_secs()),
+                        "account_locked_out_secs": account_lockout.map(|d| d.as_secs()),
+                    }),
                 );
             } else {
                 tracing::info!(?source, "login refused for an unknown user");
@@ -107,6 +126,9 @@ pub(super) async fn login(
     };
 
     limiter.record_success(&key);
+    if let Some(account) = &account {
+        limiter.record_success(account);
+    }
     let (access_token, expires_at) =
         auth::issue_access_token(&state, &user, &tenant).map_err(|e| {
             tracing::error!(error = %e, "signing an access token failed");

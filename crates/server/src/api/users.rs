@@ -386,11 +386,13 @@ pub(super) async fn set_password(
         if current.len() > MAX_PASSWORD_LEN {
             return Err(ApiFailure::bad_request("the current password is wrong"));
         }
-        let limiter_key = LimiterKey::new(addr.map(|a| a.ip()), Some(&p.tenant), &p.user);
-        if let Err(wait) = limiter.check(&limiter_key) {
+        let keys = [
+            LimiterKey::source(addr.map(|a| a.ip()), &p.user),
+            LimiterKey::account(&p.tenant_id, &p.user_id),
+        ];
+        if let Some(wait) = keys.iter().find_map(|k| limiter.check(k).err()) {
             return Err(ApiFailure::rate_limited(format!(
-                "too many wrong passwords for this user from your address; wait {} seconds \
-                 and try again",
+                "too many wrong passwords for this user; wait {} seconds and try again",
                 wait.as_secs().max(1)
             )));
         }
@@ -402,7 +404,9 @@ pub(super) async fn set_password(
                 ApiFailure::internal("the server failed while checking the password; try again")
             })?;
         if !ok {
-            limiter.record_failure(&limiter_key);
+            for k in &keys {
+                limiter.record_failure(k);
+            }
             audit::record(
                 &state,
                 &p.tenant_id,
@@ -417,7 +421,9 @@ pub(super) async fn set_password(
                 "the current password is wrong; try again",
             ));
         }
-        limiter.record_success(&limiter_key);
+        for k in &keys {
+            limiter.record_success(k);
+        }
     } else if req.current.is_some() {
         return Err(ApiFailure::bad_request(
             "`current` is only for changing your own password; an admin resets another \
