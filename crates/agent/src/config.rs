@@ -456,6 +456,21 @@ impl AllowList {
         self.targets.contains(target)
     }
 
+    /// Whether a query may reach `reach`: a `HOST:PORT` in the allow-list, or (for
+    /// `ping`, `traceroute` and `dns`, which have no port) a host the allow-list names.
+    pub fn allows_reach(&self, reach: &adit_api::toolbox::Reach) -> Result<(), String> {
+        let target = Target::parse(&reach.as_target())?;
+        match reach.port {
+            Some(_) if self.allows(&target) => Ok(()),
+            Some(_) => Err(format!("target {target} is not in this agent's allow-list")),
+            None if self.targets.iter().any(|t| t.host == target.host) => Ok(()),
+            None => Err(format!(
+                "host {} is not in this agent's allow-list (ping, traceroute and dns reach only hosts it names)",
+                target.host
+            )),
+        }
+    }
+
     /// The allowed targets.
     pub fn targets(&self) -> &[Target] {
         &self.targets
@@ -470,6 +485,53 @@ impl AllowList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_reach_only_what_the_allow_list_names() {
+        use adit_api::toolbox::QuerySpec;
+        let allow = AllowList::new(vec![
+            Target::parse("127.0.0.1:22").unwrap(),
+            Target::parse("[::1]:8080").unwrap(),
+            Target::parse("plc.lan:502").unwrap(),
+        ]);
+        let reach = |what: &str, arg: &str| {
+            let spec = QuerySpec {
+                what: what.into(),
+                arg: Some(arg.into()),
+                count: None,
+                top: None,
+                sort: None,
+                pattern: None,
+                since_secs: None,
+                lines: None,
+            };
+            allow.allows_reach(&spec.reach().unwrap().unwrap())
+        };
+        for (what, arg) in [
+            ("tcp", "127.0.0.1:22"),
+            ("tcp", "localhost:22"),
+            ("tcp", "PLC.lan:502"),
+            ("http", "http://[::1]:8080/"),
+            ("ping", "127.0.0.1"),
+            ("dns", "localhost"),
+            ("traceroute", "plc.lan"),
+        ] {
+            assert_eq!(reach(what, arg), Ok(()), "{what} {arg}");
+        }
+        for (what, arg) in [
+            ("tcp", "127.0.0.1:23"),
+            ("tcp", "10.0.0.1:22"),
+            ("http", "http://127.0.0.1/"),
+            ("http", "http://169.254.169.254/latest/meta-data/"),
+            ("ping", "10.0.0.1"),
+            ("dns", "example.com"),
+        ] {
+            assert!(
+                reach(what, arg).unwrap_err().contains("allow-list"),
+                "{what} {arg}"
+            );
+        }
+    }
 
     #[test]
     fn targets_normalise() {

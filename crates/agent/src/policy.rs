@@ -146,7 +146,14 @@ pub fn authorize(
             Request::File(adit_api::toolbox::parse_file(&header.target).map_err(Denial::denied)?)
         }
         kinds::QUERY => {
-            Request::Query(adit_api::toolbox::parse_query(&header.target).map_err(Denial::denied)?)
+            let spec = adit_api::toolbox::parse_query(&header.target).map_err(Denial::denied)?;
+            // A query that reaches the network goes only where a tcp stream may.
+            if let Some(reach) = spec.reach().map_err(Denial::denied)? {
+                allow
+                    .allows_reach(&reach)
+                    .map_err(|why| Denial::denied(format!("query {}: {why}", spec.what)))?;
+            }
+            Request::Query(spec)
         }
         kinds::ACTION => {
             let spec = adit_api::toolbox::parse_action(&header.target).map_err(Denial::denied)?;

@@ -380,8 +380,12 @@ pub enum Request<'a> {
     Shell,
     /// A file transfer of this absolute path.
     File(&'a str),
-    /// A query; `ls`/`cat` name a path.
-    Query(Option<&'a str>),
+    /// A query: `ls`/`cat` name a path; `tcp`, `http`, `ping`, `traceroute` and
+    /// `dns` reach the network and are checked as a tcp stream to there is.
+    Query {
+        path: Option<&'a str>,
+        reach: Option<&'a crate::toolbox::Reach>,
+    },
     Action,
 }
 
@@ -396,40 +400,57 @@ impl EffectivePolicy {
             }
         };
         match req {
-            Request::Tcp(target) => {
-                let access = Access::of(target);
-                flag(
-                    access.as_str(),
-                    format!("{} access to {target}", access.as_str()),
-                )?;
-                for list in &self.targets {
-                    let matched = list
-                        .patterns
-                        .iter()
-                        .filter_map(|p| TargetPattern::parse(p).ok())
-                        .any(|p| p.matches(target));
-                    if !matched {
-                        return Err(format!(
-                            "target {target} is not among the targets allowed by {} ({})",
-                            by(&list.decided_by),
-                            list.patterns.join(", ")
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            Request::Tcp(target) => self.check_reach(target, None, &flag),
             Request::Exec => flag("exec", "exec".into()),
             Request::Shell => flag("shell", "shell".into()),
             Request::File(path) => {
                 flag("file", "file transfer".into())?;
                 self.check_path(path)
             }
-            Request::Query(path) => {
+            Request::Query { path, reach } => {
                 flag("query", "query".into())?;
+                if let Some(reach) = reach {
+                    self.check_reach(&reach.as_target(), Some(reach), &flag)?;
+                }
                 path.map_or(Ok(()), |p| self.check_path(p))
             }
             Request::Action => flag("actions", "device actions".into()),
         }
+    }
+
+    /// A tcp stream to `target`, or a query reaching `reach` (whose `target` is its
+    /// host with a stand-in port): the access class's flag, then the target patterns
+    /// (any port matches a query that has none).
+    fn check_reach(
+        &self,
+        target: &str,
+        reach: Option<&crate::toolbox::Reach>,
+        flag: &dyn Fn(&str, String) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let shown = reach.map_or_else(|| target.to_owned(), ToString::to_string);
+        let access = Access::of(target);
+        flag(
+            access.as_str(),
+            format!("{} access to {shown}", access.as_str()),
+        )?;
+        for list in &self.targets {
+            let matched = list
+                .patterns
+                .iter()
+                .filter_map(|p| TargetPattern::parse(p).ok())
+                .any(|p| match reach {
+                    Some(r) if r.port.is_none() => p.matches_host(r.bare_host()),
+                    _ => p.matches(target),
+                });
+            if !matched {
+                return Err(format!(
+                    "target {shown} is not among the targets allowed by {} ({})",
+                    by(&list.decided_by),
+                    list.patterns.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_path(&self, path: &str) -> Result<(), String> {
@@ -677,6 +698,11 @@ impl TargetPattern {
         if port < self.ports.0 || port > self.ports.1 {
             return false;
         }
+        self.matches_host(host)
+    }
+
+    /// Whether the host part matches `host` (without brackets), whatever the port.
+    pub fn matches_host(&self, host: &str) -> bool {
         match &self.host {
             HostPattern::Any => true,
             HostPattern::Name(n) => n.eq_ignore_ascii_case(host),
@@ -858,6 +884,136 @@ mod tests {
         let err = p.check(Request::Tcp("10.0.0.1:443")).unwrap_err();
         assert!(err.contains("project site=a"), "{err}");
         assert!(p.check(Request::Tcp("192.168.0.1:80")).is_err());
+    }
+
+    /// Queries that reach the network are judged as tcp streams to there: hostile
+    /// spellings are refused before any check, and the access flags and target
+    /// patterns apply with policy flags on and off.
+    #[test]
+    fn connecting_queries_obey_the_stream_rules() {
+        use crate::toolbox::QuerySpec;
+        let spec = |what: &str, arg: &str| QuerySpec {
+            what: what.into(),
+            arg: Some(arg.into()),
+            count: None,
+            top: None,
+            sort: None,
+            pattern: None,
+            since_secs: None,
+            lines: None,
+        };
+        for (what, hostile) in [
+            ("tcp", " 127.0.0.1:22"),
+            ("tcp", "127.1:22"),
+            ("tcp", "2130706433:22"),
+            ("tcp", "0x7f000001:22"),
+            ("tcp", "localhost.:22"),
+            ("tcp", "[::ffff:127.0.0.1]:22"),
+            ("tcp", "[fe80::1%eth0]:22"),
+            ("http", "http://127.1/"),
+            ("http", "http://2130706433:8080/"),
+            ("http", "http://[::ffff:127.0.0.1]/"),
+            ("http", "http://localhost./"),
+            ("ping", "127.1"),
+            ("ping", "0x7f000001"),
+            ("ping", "localhost."),
+            ("ping", "::ffff:127.0.0.1"),
+            ("ping", "fe80::1%eth0"),
+            ("traceroute", "2130706433"),
+            ("dns", "localhost."),
+        ] {
+            let s = spec(what, hostile);
+            assert!(
+                s.validate().is_err() && s.reach().is_err(),
+                "query {what} {hostile:?} should be refused"
+            );
+        }
+        for (what, arg, shown, access) in [
+            ("tcp", "127.0.0.1:22", "127.0.0.1:22", Access::Device),
+            (
+                "http",
+                "http://localhost:8080/x",
+                "localhost:8080",
+                Access::Device,
+            ),
+            ("ping", "::1", "[::1]", Access::Device),
+            ("ping", "10.0.0.5", "10.0.0.5", Access::App),
+            (
+                "traceroute",
+                "169.254.169.254",
+                "169.254.169.254",
+                Access::App,
+            ),
+            (
+                "http",
+                "http://169.254.169.254/latest/",
+                "169.254.169.254:80",
+                Access::App,
+            ),
+            ("dns", "example.com", "example.com", Access::External),
+        ] {
+            let reach = spec(what, arg).reach().unwrap().unwrap();
+            assert_eq!(reach.to_string(), shown, "{what} {arg}");
+            assert_eq!(Access::of(&reach.as_target()), access, "{what} {arg}");
+        }
+        assert_eq!(spec("ls", "/tmp").reach(), Ok(None));
+
+        let deny = |flag: &'static str| {
+            rules(move |r| match flag {
+                "device" => r.device = Some(Rule::Deny),
+                "app" => r.app = Some(Rule::Deny),
+                _ => r.external = Some(Rule::Deny),
+            })
+        };
+        let check = |rules: &PolicyRules, what: &str, arg: &str| {
+            let layers = [Layer {
+                level: Level::Tenant,
+                name: "tenant",
+                rules,
+            }];
+            let s = spec(what, arg);
+            let reach = s.reach().unwrap();
+            resolve("id", "n", &layers).check(Request::Query {
+                path: None,
+                reach: reach.as_ref(),
+            })
+        };
+        let open = rules(|_| {});
+        for (what, arg, class) in [
+            ("tcp", "127.0.0.1:22", "device"),
+            ("http", "http://127.0.0.1:8080/", "device"),
+            ("ping", "127.0.0.1", "device"),
+            ("dns", "localhost", "device"),
+            ("tcp", "192.168.1.20:502", "app"),
+            ("http", "http://169.254.169.254/", "app"),
+            ("traceroute", "10.1.2.3", "app"),
+            ("ping", "8.8.8.8", "external"),
+            ("dns", "example.com", "external"),
+        ] {
+            assert_eq!(check(&open, what, arg), Ok(()), "{what} {arg}");
+            let err = check(&deny(class), what, arg).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{class} access to ")),
+                "{what} {arg}: {err}"
+            );
+            for other in ["device", "app", "external"]
+                .into_iter()
+                .filter(|c| *c != class)
+            {
+                assert_eq!(
+                    check(&deny(other), what, arg),
+                    Ok(()),
+                    "{what} {arg} / {other}"
+                );
+            }
+        }
+        // Target patterns: a port for queries that connect, any port for the others.
+        let only_ssh = rules(|r| r.targets = Some(vec!["127.0.0.1:22".into()]));
+        assert_eq!(check(&only_ssh, "tcp", "127.0.0.1:22"), Ok(()));
+        assert!(check(&only_ssh, "tcp", "127.0.0.1:8080").is_err());
+        assert!(check(&only_ssh, "http", "http://127.0.0.1/").is_err());
+        assert_eq!(check(&only_ssh, "ping", "127.0.0.1"), Ok(()));
+        assert!(check(&only_ssh, "ping", "10.0.0.1").is_err());
     }
 
     #[test]

@@ -404,6 +404,7 @@ impl QuerySpec {
                 }
             }
         }
+        self.reach()?;
         Ok(())
     }
 
@@ -515,6 +516,83 @@ pub fn parse_http_url(url: &str) -> Result<(&str, &str, u16, &str), String> {
     let host = validate_host(host)?;
     let path = if path.starts_with('?') { "/" } else { path };
     Ok((scheme, host, port, path))
+}
+
+/// Where a query goes on the network from the device: the `HOST:PORT` it connects
+/// to (`tcp`, `http`), or the host it sends packets to or resolves (`ping`,
+/// `traceroute`, `dns`). Such queries obey the agent's allow-list and the access
+/// policy (`device`/`app`/`external`, target patterns) like any tcp stream; the other
+/// queries stay on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The host as a stream target writes it (an IPv6 address in brackets).
+    pub host: String,
+    /// The port, for queries that connect.
+    pub port: Option<u16>,
+}
+
+/// The queries that reach the network (see [`Reach`]).
+pub const CONNECTING_QUERIES: &[&str] = &["tcp", "http", "ping", "traceroute", "dns"];
+
+impl Reach {
+    /// `HOST:PORT` for queries that connect.
+    pub fn target(&self) -> Option<String> {
+        self.port.map(|p| format!("{}:{p}", self.host))
+    }
+
+    /// The host with a stand-in port, for what classifies `HOST:PORT` text.
+    pub fn as_target(&self) -> String {
+        format!("{}:{}", self.host, self.port.unwrap_or(1))
+    }
+
+    /// The host without brackets.
+    pub fn bare_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+}
+
+impl std::fmt::Display for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.target() {
+            Some(t) => f.write_str(&t),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
+impl QuerySpec {
+    /// Where this query goes on the network, spelled strictly (the same rules as a
+    /// tcp stream's target: no IPv4 shorthand, zone ids or trailing dots), or `None`
+    /// for a query that stays on the device.
+    pub fn reach(&self) -> Result<Option<Reach>, String> {
+        let Some(arg) = &self.arg else {
+            return Ok(None);
+        };
+        let (host, port) = match self.what.as_str() {
+            "tcp" => {
+                let (h, p) = split_host_port(arg)?;
+                (h, Some(p))
+            }
+            "http" => {
+                let (_, h, p, _) = parse_http_url(arg)?;
+                (h, Some(p))
+            }
+            "ping" | "traceroute" | "dns" => (validate_host(arg)?, None),
+            _ => return Ok(None),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let reach = Reach { host, port };
+        crate::policy::check_target(&reach.as_target())
+            .map_err(|e| format!("{} {}: {e}", self.what, short(arg)))?;
+        Ok(Some(reach))
+    }
 }
 
 /// Parses and validates the JSON spec of a toolbox target.

@@ -107,9 +107,16 @@ fn failed_checks_exit_non_zero() {
     let home = tmp.path().join("home");
     let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
     login(&home, &server);
-    let _dev1 = start_agent(&home, &server, tmp.path(), "dev1", &[]);
     let open = echo_server();
     let closed = free_port();
+    let (allow_open, allow_closed) = (format!("127.0.0.1:{open}"), format!("127.0.0.1:{closed}"));
+    let _dev1 = start_agent(
+        &home,
+        &server,
+        tmp.path(),
+        "dev1",
+        &["--allow", &allow_open, "--allow", &allow_closed],
+    );
     let code = |args: &[&str]| adit(&home, args).status.code();
     // Answered and passed.
     assert_eq!(

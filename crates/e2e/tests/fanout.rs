@@ -32,7 +32,16 @@ fn fan_out_across_twenty_agents_with_one_offline() {
         })
         .collect();
     let started = Instant::now();
-    let mut agents = start_fleet(&home, &server, tmp.path(), &nodes, &["--allow-exec"]);
+    // The server's port and one nothing listens on, which the agents let queries reach.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let listening = format!("127.0.0.1:{}", server.port);
+    let mut agents = start_fleet(
+        &home,
+        &server,
+        tmp.path(),
+        &nodes,
+        &["--allow-exec", "--allow", &closed, "--allow", &listening],
+    );
     eprintln!(
         "{NODES} agents enrolled and online in {:?}",
         started.elapsed()
@@ -123,7 +132,6 @@ fn fan_out_across_twenty_agents_with_one_offline() {
 
     // A query whose check fails on the nodes (a closed port) fails the run, each
     // node `failed` with the reason.
-    let closed = format!("127.0.0.1:{}", free_port());
     let out = adit(&home, &["query", "--selector", "ring=a", "tcp", &closed]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -17,7 +17,14 @@ fn query(home: &Path, args: &[&str]) -> Value {
     let mut all = vec!["query"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--output", "json"]);
-    let out = ok(adit(home, &all), &format!("adit {}", all.join(" ")));
+    let out = adit(home, &all);
+    // 0: the check passed; 4: it failed (5: unavailable); either way the answer is there.
+    assert!(
+        matches!(out.status.code(), Some(0 | 4 | 5)),
+        "adit {}: {out:?}",
+        all.join(" ")
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
@@ -46,13 +53,19 @@ fn queries_answer_json_and_stay_confined() {
     std::fs::write(root.join("a.txt"), "hello from the root\n").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("escape")).unwrap();
     let root_s = root.display().to_string();
-    let _dev1 = start_agent(
-        &home,
-        &server,
-        tmp.path(),
-        "dev1",
-        &["--file-root", &root_s],
-    );
+    // Queries that reach the network go only where the allow-list lets streams go.
+    let echo = echo_server();
+    let closed = free_port();
+    let web = http_server("hello over http");
+    let allowed: Vec<String> = [22, echo, closed, web, server.port]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let mut dev1_args = vec!["--file-root", root_s.as_str()];
+    for a in &allowed {
+        dev1_args.extend(["--allow", a.as_str()]);
+    }
+    let _dev1 = start_agent(&home, &server, tmp.path(), "dev1", &dev1_args);
     let _dev2 = start_agent(&home, &server, tmp.path(), "dev2", &["--deny-query"]);
     // dev3 trusts the server's CA for https fetches, as a device whose services use a
     // private CA would.
@@ -65,7 +78,8 @@ fn queries_answer_json_and_stay_confined() {
     let info: Value = serde_json::from_slice(&info).expect("CA info JSON");
     std::fs::write(&ca, info["ca_pem"].as_str().expect("ca_pem")).unwrap();
     let _dev3 = start_agent_with(&home, &server, tmp.path(), "dev3", |cmd| {
-        cmd.env("SSL_CERT_FILE", &ca);
+        cmd.env("SSL_CERT_FILE", &ca)
+            .args(["--allow", &format!("127.0.0.1:{}", server.port)]);
     });
     let h = &home;
 
@@ -174,19 +188,17 @@ fn queries_answer_json_and_stay_confined() {
             .any(|a| a == "127.0.0.1" || a == "::1"),
         "{v}"
     );
-    let v = query(h, &["dev1", "dns", "no-such-host.invalid"]);
-    assert_eq!(v["resolved"], false, "{v}");
+    // A name the allow-list does not name is not even looked up.
+    let why = refused(h, &["dev1", "dns", "no-such-host.invalid"]);
+    assert!(why.contains("not in this agent's allow-list"), "{why}");
 
-    let echo = echo_server();
     let v = query(h, &["dev1", "tcp", &format!("127.0.0.1:{echo}")]);
     assert_eq!(v["connected"], true, "{v}");
     assert!(v["time_ms"].is_number(), "{v}");
-    let closed = free_port();
     let v = query(h, &["dev1", "tcp", &format!("127.0.0.1:{closed}")]);
     assert_eq!(v["connected"], false, "{v}");
     assert!(v["error"].as_str().unwrap().contains("refused"), "{v}");
 
-    let web = http_server("hello over http");
     let v = query(
         h,
         &[
@@ -319,6 +331,51 @@ fn queries_answer_json_and_stay_confined() {
     assert!(err.contains("does not allow queries"), "{err}");
     let err = refused(h, &["dev2", "nope"]);
     assert!(err.contains("unknown query"), "{err}");
+
+    // Queries that reach the network go only where a tcp stream may: the agent's
+    // allow-list (refused there, before any packet) ...
+    let unlisted = free_port();
+    let tcp_unlisted = format!("127.0.0.1:{unlisted}");
+    let http_unlisted = format!("http://127.0.0.1:{unlisted}/");
+    let not_listed = format!("target {tcp_unlisted} is not in this agent's allow-list");
+    for (args, why) in [
+        (["dev1", "tcp", tcp_unlisted.as_str()], not_listed.as_str()),
+        (
+            ["dev1", "http", http_unlisted.as_str()],
+            not_listed.as_str(),
+        ),
+        (
+            ["dev1", "ping", "127.0.0.2"],
+            "host 127.0.0.2 is not in this agent's allow-list",
+        ),
+    ] {
+        let err = refused(h, &args);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    // ... and the access policy on the proxy, classified as the stream would be.
+    ok(
+        adit(h, &["policy", "set", "--tenant", "--device", "deny"]),
+        "policy set",
+    );
+    for args in [
+        vec!["dev1", "tcp", &format!("127.0.0.1:{echo}")],
+        vec!["dev1", "http", &format!("http://localhost:{web}/")],
+        vec!["dev1", "ping", "127.0.0.1"],
+        vec!["dev1", "dns", "localhost"],
+    ] {
+        let err = refused(h, &args);
+        assert!(
+            err.contains("device access to") && err.contains("denied by the policy of tenant"),
+            "{args:?}: {err}"
+        );
+    }
+    // Local queries are not network access.
+    query(h, &["dev1", "system"]);
+    ok(adit(h, &["policy", "unset", "--tenant"]), "policy unset");
+    assert_eq!(
+        query(h, &["dev1", "tcp", &format!("127.0.0.1:{echo}")])["connected"],
+        true
+    );
 
     // techsupport: a tar.gz of every answer, streamed to stdout.
     let out = adit(h, &["query", "dev1", "techsupport"]);

@@ -350,10 +350,15 @@ fn route(
                 let path = matches!(spec.what.as_str(), "ls" | "cat")
                     .then(|| spec.arg.clone())
                     .flatten();
-                (
-                    json!({ "query": spec.what, "args": spec.args_line() }),
-                    Asked::Query(path),
-                )
+                let reach = match spec.reach() {
+                    Ok(reach) => reach,
+                    Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
+                };
+                let mut what = json!({ "query": spec.what, "args": spec.args_line() });
+                if let Some(r) = &reach {
+                    what["access"] = adit_api::policy::Access::of(&r.as_target()).as_str().into();
+                }
+                (what, Asked::Query { path, reach })
             }
             Err(why) => return Err((refuse(reset_code::DENIED, why), None)),
         },
@@ -577,8 +582,11 @@ enum Asked {
     Exec,
     Shell,
     File(String),
-    /// `ls`/`cat` name a path.
-    Query(Option<String>),
+    /// `ls`/`cat` name a path; connecting queries reach somewhere.
+    Query {
+        path: Option<String>,
+        reach: Option<adit_api::toolbox::Reach>,
+    },
     Action,
 }
 
@@ -590,7 +598,10 @@ impl Asked {
             Asked::Exec => Request::Exec,
             Asked::Shell => Request::Shell,
             Asked::File(path) => Request::File(path),
-            Asked::Query(path) => Request::Query(path.as_deref()),
+            Asked::Query { path, reach } => Request::Query {
+                path: path.as_deref(),
+                reach: reach.as_ref(),
+            },
             Asked::Action => Request::Action,
         }
     }
