@@ -191,9 +191,69 @@ impl SigningKey {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("JWT".into());
         header.kid = Some(self.kid().to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| PkiError::jwt(JwtErrorKind::Malformed, format!("cannot sign: {e}")))
+        let token = jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| PkiError::jwt(JwtErrorKind::Malformed, format!("cannot sign: {e}")))?;
+        Ok(low_s_token(token))
     }
+}
+
+// === low-S signatures ===
+
+/// The order of the P-256 group, big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// floor(n / 2): an ES256 signature's `s` above it is the high twin of a valid one.
+const P256_HALF_N: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// The `s` half of a fixed-size (r ‖ s) ES256 signature in `token`, if it has one.
+fn signature_s(token: &str) -> Option<[u8; 32]> {
+    let sig = URL_SAFE_NO_PAD.decode(token.rsplit('.').next()?).ok()?;
+    sig.get(32..64).filter(|_| sig.len() == 64)?.try_into().ok()
+}
+
+/// `token` with its signature's `s` replaced by `n - s` when it is high: both verify,
+/// and only the low one is accepted (ECDSA signatures are otherwise malleable).
+fn low_s_token(token: String) -> String {
+    let Some(s) = signature_s(&token) else {
+        return token;
+    };
+    if s <= P256_HALF_N {
+        return token;
+    }
+    with_s(&token, &n_minus(&s))
+}
+
+/// `n - s` for `0 < s < n`.
+fn n_minus(s: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(P256_N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = d as u8;
+    }
+    out
+}
+
+/// `token` with the `s` half of its signature replaced.
+fn with_s(token: &str, s: &[u8; 32]) -> String {
+    let Some((signed, sig)) = token.rsplit_once('.') else {
+        return token.to_owned();
+    };
+    let mut bytes = URL_SAFE_NO_PAD.decode(sig).unwrap_or_default();
+    if bytes.len() != 64 {
+        return token.to_owned();
+    }
+    bytes[32..].copy_from_slice(s);
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 impl fmt::Debug for SigningKey {
@@ -340,6 +400,12 @@ impl VerifyingKey {
         validation.validate_nbf = false;
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "aud"]);
+        if signature_s(token).is_some_and(|s| s > P256_HALF_N) {
+            return Err(PkiError::jwt(
+                JwtErrorKind::Signature,
+                "the signature is in its high-S form; only low-S ES256 signatures are accepted",
+            ));
+        }
         // Validate into a generic value first so that signature, expiry and audience
         // errors are reported as such, not as "wrong claim shape".
         let claims = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation)
@@ -709,6 +775,31 @@ mod tests {
             .verify::<Value>(&token, AUD_ACCESS)
             .unwrap_err();
         assert_eq!(err.jwt_kind(), Some(JwtErrorKind::MissingClaim));
+    }
+
+    /// ECDSA signatures come in pairs (s and n - s) that both verify: only the low
+    /// one is made and accepted, so a token has exactly one valid spelling.
+    #[test]
+    fn only_low_s_signatures_are_made_and_accepted() {
+        let key = SigningKey::generate().unwrap();
+        let vk = key.verifying_key();
+        let mut twins_verified = 0;
+        for _ in 0..64 {
+            let token = key.sign(&access(AUD_ACCESS, 300)).unwrap();
+            let s = signature_s(&token).unwrap();
+            assert!(s <= P256_HALF_N, "a high-S signature was made");
+            assert!(vk.verify::<AccessClaims>(&token, AUD_ACCESS).is_ok());
+            let twin = with_s(&token, &n_minus(&s));
+            // The twin is a valid signature for the underlying library ...
+            let mut validation = Validation::new(Algorithm::ES256);
+            validation.set_audience(&[AUD_ACCESS]);
+            if jsonwebtoken::decode::<Value>(&twin, &vk.decoding, &validation).is_ok() {
+                twins_verified += 1;
+            }
+            // ... and refused here.
+            assert_eq!(kind(vk.verify(&twin, AUD_ACCESS)), JwtErrorKind::Signature);
+        }
+        assert_eq!(twins_verified, 64);
     }
 
     #[test]

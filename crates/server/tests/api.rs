@@ -654,6 +654,9 @@ async fn enroll_refusals() {
         "trail-",
         "under_score",
         &"a".repeat(64),
+        // A name that reads as another node's id.
+        "0b5e2a9c-4f3d-4e8a-9b1c-2d3e4f5a6b7c",
+        "0b5e2a9c4f3d4e8a9b1c2d3e4f5a6b7c",
     ] {
         let (r, _) = e.enroll(&t.token, bad, json!({})).await;
         r.expect(StatusCode::BAD_REQUEST);

@@ -261,8 +261,15 @@ fn name_taken(name: &str) -> ApiFailure {
 }
 
 /// Node names: 1–63 characters of `[a-z0-9-]`, not starting or ending with `-` (a DNS
-/// label, so names can appear in host names).
+/// label, so names can appear in host names), and not readable as a node id (nodes
+/// are looked up by name or id: such a name could shadow another node).
 pub(crate) fn validate_node_name(name: &str) -> Result<(), ApiFailure> {
+    if uuid::Uuid::try_parse(name).is_ok() {
+        return Err(ApiFailure::bad_request(format!(
+            "invalid node name '{}': it reads as a node id; choose a name that does not",
+            super::shown(name)
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
