@@ -43,7 +43,9 @@ struct EnrollArgs {
     /// State directory.
     #[arg(long, default_value = adit_agent::config::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Label `key=value` (repeatable).
+    /// Label `key=value` (repeatable) the node expects. Labels are set by the server
+    /// (the join token, or `adit nodes label` later): one the join token does not give
+    /// exactly is refused, so a device can check but never choose its labels.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
     /// Replace an existing enrolment.

@@ -58,6 +58,9 @@ pub mod paths {
     pub const NODE: &str = "/v1/nodes/{node}";
     /// `POST /v1/nodes/{node}/revoke` → [`super::NodeInfo`].
     pub const NODE_REVOKE: &str = "/v1/nodes/{node}/revoke";
+    /// `PATCH` [`super::NodeLabelsRequest`] → [`super::NodeInfo`]: admins of the whole
+    /// tenant set or remove a node's labels.
+    pub const NODE_LABELS: &str = "/v1/nodes/{node}/labels";
     /// `GET` with `Upgrade: websocket`: a shell in a PTY on the node, as a WebSocket
     /// (the browser-terminal protocol of [`super::pty`]); query [`super::PtyQuery`].
     pub const NODE_PTY: &str = "/v1/nodes/{node}/pty";
@@ -198,7 +201,8 @@ pub struct CreateJoinTokenRequest {
     /// How many enrolments it allows (default 1; `0` = unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<u32>,
-    /// Labels given to nodes that enrol with it.
+    /// Labels given to nodes that enrol with it (the only labels they get: a device
+    /// cannot choose its own).
     #[serde(default)]
     pub labels: Labels,
 }
@@ -278,6 +282,17 @@ pub struct EnrollResponse {
     pub not_after: i64,
     /// JWKS of the keys that sign grants; the agent accepts no other.
     pub grant_jwks: serde_json::Value,
+}
+
+/// Changes to a node's labels: `set` adds or replaces, `remove` deletes (a key in
+/// both is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLabelsRequest {
+    #[serde(default)]
+    pub set: Labels,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -25,7 +25,7 @@ use crate::{
     ApiTokenInfo, CreateApiTokenRequest, CreateSessionTokenRequest, CreatedApiToken,
     CreatedSessionToken, SessionTokenInfo,
 };
-use crate::{DemandRequest, DemandResponse};
+use crate::{DemandRequest, DemandResponse, NodeLabelsRequest};
 use crate::{PtyQuery, RecordingInfo, RecordingQuery};
 
 /// The OpenAPI version the document follows.
@@ -398,6 +398,18 @@ pub const OPERATIONS: &[Operation] = &[
         status: 200,
         response: Content::Json(schema::<NodeInfo>),
         errors: &[403, 404],
+    },
+    Operation {
+        method: PATCH,
+        path: paths::NODE_LABELS,
+        operation_id: "setNodeLabels",
+        summary: "Set or remove a node's labels (admins of the whole tenant; labels decide which roles and policies reach a node, so only the server sets them); streams they no longer allow are cut",
+        auth: Auth::Bearer,
+        query: Query::None,
+        request: Some(schema::<NodeLabelsRequest>),
+        status: 200,
+        response: Content::Json(schema::<NodeInfo>),
+        errors: &[400, 403, 404, 413],
     },
     Operation {
         method: GET,

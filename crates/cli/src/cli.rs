@@ -243,6 +243,19 @@ pub enum NodesCommand {
         #[arg(value_parser = parse_node)]
         node: String,
     },
+    /// Set or remove a node's labels (admins of the whole tenant; audited). Labels
+    /// decide which roles, fan-outs and policies reach a node, so only the server sets
+    /// them: at enrolment from the join token, afterwards with this command.
+    ///
+    /// Example: `adit nodes label kiosk-7 site=berlin ring=b`, `adit nodes label
+    /// kiosk-7 ring-` (removes `ring`)
+    Label {
+        #[arg(value_parser = parse_node)]
+        node: String,
+        /// KEY=VALUE to set, KEY- to remove.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
+    },
     /// Revoke a node: drops its tunnel at once and refuses certificate renewal.
     Revoke {
         #[arg(value_parser = parse_node)]

@@ -62,7 +62,10 @@ fn enrol_ssh_scp_forward_restart_revoke() {
     login(&home, &server);
 
     let token = ok(
-        adit(&home, &["tokens", "create", "--ttl", "10m"]),
+        adit(
+            &home,
+            &["tokens", "create", "--ttl", "10m", "--label", "site=lab"],
+        ),
         "tokens create",
     );
     let token = token.trim();

@@ -477,7 +477,10 @@ fn no_secret_reaches_any_log() {
     let mut access_tokens = vec![cli.access_token()];
     cli.ok(&["status"], None);
 
-    let token = cli.ok(&["tokens", "create", "--ttl", "10m"], None);
+    let token = cli.ok(
+        &["tokens", "create", "--ttl", "10m", "--label", "site=lab"],
+        None,
+    );
     let token = token.trim().to_string();
     let token_parts: Vec<&str> = token.split('.').collect();
     assert_eq!(token_parts.len(), 4, "join token shape: {token}");

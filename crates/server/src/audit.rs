@@ -20,6 +20,7 @@ pub const JOIN_TOKEN_REVOKE: &str = "join_token.revoke";
 pub const NODE_ENROLL: &str = "node.enroll";
 pub const NODE_RENEW: &str = "node.renew";
 pub const NODE_REVOKE: &str = "node.revoke";
+pub const NODE_LABEL: &str = "node.label";
 pub const STREAM_OPEN: &str = "stream.open";
 pub const SESSION_START: &str = "session.start";
 pub const USER_CREATE: &str = "user.create";

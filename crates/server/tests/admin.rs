@@ -422,6 +422,18 @@ fn matrix(a: &Tenant, b: &Tenant) -> Vec<Case> {
             NotFound,
         ),
         case(
+            "PATCH /v1/nodes/{node}/labels",
+            format!("/v1/nodes/{}/labels", b.node_id),
+            Some(json!({"set": {"site": "stolen"}})),
+            NotFound,
+        ),
+        case(
+            "PATCH /v1/nodes/{node}/labels",
+            format!("/v1/nodes/{}/labels", b.node_name),
+            Some(json!({"remove": ["site"]})),
+            NotFound,
+        ),
+        case(
             "GET /v1/nodes/{node}/pty",
             format!("/v1/nodes/{}/pty", b.node_id),
             None,
@@ -730,6 +742,11 @@ async fn tenant_isolation_matrix() {
         let store = &e.state.store;
         let node = store.node(&b.id, &b.node_id).unwrap().unwrap();
         assert!(node.revoked_at.is_none());
+        assert!(
+            !node.labels.values().any(|v| v == "stolen"),
+            "A relabelled B's node: {:?}",
+            node.labels
+        );
         let token = store.join_token(&b.id, &b.token_id).unwrap().unwrap();
         assert!(token.revoked_at.is_none());
         for id in [&b.session_token_id, &b.api_token_id] {
@@ -837,6 +854,7 @@ fn matrix_names_every_endpoint() {
         NODES,
         NODE,
         NODE_REVOKE,
+        NODE_LABELS,
         NODE_PTY,
         RECORDINGS,
         RECORDING,

@@ -454,9 +454,17 @@ async fn join_token_enroll_and_list() {
     assert_eq!((list[0].id.as_str(), list[0].uses), (t.id.as_str(), 0));
     assert_eq!(list[0].created_by, "admin");
 
-    let (r, key_pem) = e
-        .enroll(&t.token, "edge-1", json!({"site": "b", "env": "prod"}))
-        .await;
+    // A device cannot choose or change its labels: only repeat the token's.
+    for asked in [json!({"site": "b"}), json!({"env": "prod"})] {
+        let (r, _) = e.enroll(&t.token, "edge-1", asked).await;
+        r.expect(StatusCode::BAD_REQUEST);
+        assert!(
+            r.message().contains("labels are set by the server"),
+            "{}",
+            r.message()
+        );
+    }
+    let (r, key_pem) = e.enroll(&t.token, "edge-1", json!({"site": "a"})).await;
     r.expect(StatusCode::OK);
     let enrolled: EnrollResponse = r.json();
     assert_eq!(enrolled.node_name, "edge-1");
@@ -483,11 +491,8 @@ async fn join_token_enroll_and_list() {
     assert_eq!(node.cert_not_after, Some(enrolled.not_after));
     assert_eq!(node.hostname.as_deref(), Some("edge-1"));
 
-    // Token labels win over requested ones.
-    assert_eq!(
-        node.labels,
-        labels(&[("site", "a"), ("role", "gw"), ("env", "prod")])
-    );
+    // The token's labels, exactly (the refused attempts spent no use).
+    assert_eq!(node.labels, labels(&[("site", "a"), ("role", "gw")]));
 
     assert_eq!(e.nodes(&admin).await, vec!["edge-1"]);
     let info: NodeInfo = e
@@ -790,6 +795,72 @@ async fn renew_then_revoke_refuses_renewal() {
 }
 
 // === authorization ===
+
+/// Labels are the server's: only an admin of the whole tenant changes them (audited),
+/// and what a selector shows follows at once.
+#[tokio::test]
+async fn node_labels_are_set_by_tenant_admins() {
+    let e = env();
+    let admin = e.admin().await;
+    e.enrolled(&admin, "a-1", &[("site", "a"), ("ring", "1")])
+        .await;
+    e.user("olga", "operator", &[("site", "a")]);
+    e.user("sam", "admin", &[("site", "a")]);
+    let olga = e.token("olga", "pw-of-user").await;
+    let sam = e.token("sam", "pw-of-user").await;
+    let relabel = |token: String, body: Value| {
+        let e = &e;
+        async move {
+            e.call(
+                Method::PATCH,
+                "/v1/nodes/a-1/labels",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // An operator, and an admin scoped by a selector, may not (a scoped admin could
+    // move the node out of, or into, someone else's reach).
+    for who in [&olga, &sam] {
+        let r = relabel(who.clone(), json!({"set": {"site": "b"}})).await;
+        r.expect(StatusCode::FORBIDDEN);
+        assert!(r.message().contains("whole tenant"), "{}", r.message());
+    }
+    // Malformed changes.
+    relabel(
+        admin.clone(),
+        json!({"set": {"site": "b"}, "remove": ["site"]}),
+    )
+    .await
+    .expect(StatusCode::BAD_REQUEST);
+    relabel(admin.clone(), json!({"set": {"bad key": "x"}}))
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    relabel(admin.clone(), json!({"set": {"x": "y"}, "what": 1}))
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert_eq!(e.nodes(&olga).await, vec!["a-1"]);
+    // The admin moves the node to site b and drops ring: olga no longer sees it.
+    let r = relabel(
+        admin.clone(),
+        json!({"set": {"site": "b"}, "remove": ["ring"]}),
+    )
+    .await;
+    r.expect(StatusCode::OK);
+    let info: NodeInfo = r.json();
+    assert_eq!(info.labels, labels(&[("site", "b")]));
+    assert_eq!(e.nodes(&olga).await, Vec::<String>::new());
+    e.call(Method::GET, "/v1/nodes/a-1", Some(&olga), None)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    let events = e.audit("node.label");
+    let outcomes: Vec<&str> = events.iter().map(|ev| ev.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["denied", "denied", "ok"], "{events:?}");
+    let ok = events.last().unwrap();
+    assert_eq!(ok.detail["before"], json!({"site": "a", "ring": "1"}));
+    assert_eq!(ok.detail["after"], json!({"site": "b"}));
+}
 
 #[tokio::test]
 async fn roles_and_selectors() {

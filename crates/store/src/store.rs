@@ -131,6 +131,14 @@ pub trait Store: Send + Sync + 'static {
     fn node_any_tenant(&self, id: &str) -> Result<Option<Node>, StoreError>;
     /// Nodes of the tenant (including revoked ones), ordered by name.
     fn list_nodes(&self, tenant_id: &str) -> Result<Vec<Node>, StoreError>;
+    /// Replaces the labels of a live (unrevoked) node of the tenant; `false` when there is
+    /// no such node. Labels are the server's: only an admin sets them.
+    fn set_node_labels(
+        &self,
+        tenant_id: &str,
+        node_id: &str,
+        labels: &Labels,
+    ) -> Result<bool, StoreError>;
     /// Replaces the node's reported facts. Node id from an authenticated certificate.
     fn update_node_facts(&self, node_id: &str, facts: &NodeFacts) -> Result<(), StoreError>;
     /// Sets the status and `last_seen = now` (a node going offline was last seen then).

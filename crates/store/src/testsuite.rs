@@ -480,6 +480,20 @@ pub fn nodes_round_trip(store: Arc<dyn Store>) {
     ));
     assert!(is_not_found(store.create_node("no-such-tenant", "x", &l)));
 
+    // Labels are replaced whole, only on a live node of the tenant.
+    let relabelled = labels(&[("env", "staging"), ("site", "b")]);
+    assert!(store.set_node_labels(&t.id, &n.id, &relabelled).unwrap());
+    assert_eq!(
+        store.node(&t.id, &n.id).unwrap().unwrap().labels,
+        relabelled
+    );
+    let other = store.create_tenant("other").unwrap();
+    assert!(!store.set_node_labels(&other.id, &n.id, &l).unwrap());
+    assert!(!store.set_node_labels(&t.id, "no-such-node", &l).unwrap());
+    assert!(store.set_node_labels(&t.id, &n.id, &l).unwrap());
+    let n = store.node(&t.id, &n.id).unwrap().unwrap();
+    assert_eq!(n.labels, l);
+
     let facts = NodeFacts {
         agent_version: Some("0.1.0".into()),
         os: Some("linux-aarch64".into()),

@@ -1,10 +1,10 @@
-//! `adit nodes ls|show|revoke`.
+//! `adit nodes ls|show|label|revoke|action`.
 
 use std::io::IsTerminal as _;
 use std::time::SystemTime;
 
 use adit_api::toolbox::{ActionSpec, Frame};
-use adit_api::{kinds, paths, NodeInfo};
+use adit_api::{kinds, paths, NodeInfo, NodeLabelsRequest};
 use anyhow::Result;
 use tokio::io::AsyncWriteExt as _;
 
@@ -21,6 +21,7 @@ pub async fn run(ctx: &Ctx, cmd: NodesCommand) -> Result<u8> {
     match cmd {
         NodesCommand::Ls => list(ctx).await,
         NodesCommand::Show { node } => show(ctx, &node).await,
+        NodesCommand::Label { node, changes } => label(ctx, &node, &changes).await,
         NodesCommand::Revoke { node, yes } => revoke(ctx, &node, yes).await,
         NodesCommand::Action {
             node,
@@ -154,6 +155,43 @@ async fn show(ctx: &Ctx, node: &str) -> Result<u8> {
     Ok(0)
 }
 
+/// `KEY=VALUE` sets, `KEY-` removes.
+fn label_changes(changes: &[String]) -> Result<NodeLabelsRequest, UsageError> {
+    let mut req = NodeLabelsRequest {
+        set: Default::default(),
+        remove: Vec::new(),
+    };
+    for c in changes {
+        if let Some((k, v)) = c.split_once('=') {
+            if k.is_empty() {
+                return Err(UsageError(format!("`{c}`: the label key is empty")));
+            }
+            req.set.insert(k.to_owned(), v.to_owned());
+        } else if let Some(k) = c.strip_suffix('-').filter(|k| !k.is_empty()) {
+            req.remove.push(k.to_owned());
+        } else {
+            return Err(UsageError(format!(
+                "`{c}`: write KEY=VALUE to set a label or KEY- to remove it"
+            )));
+        }
+    }
+    Ok(req)
+}
+
+async fn label(ctx: &Ctx, node: &str, changes: &[String]) -> Result<u8> {
+    let req = label_changes(changes)?;
+    let (_, api) = ctx.api()?;
+    let info: NodeInfo = api
+        .patch(&path_with(paths::NODE_LABELS, "node", node), &req)
+        .await?;
+    if ctx.json() {
+        print_json(&info)?;
+    } else {
+        println!("node {} labels: {}", info.name, format_labels(&info.labels));
+    }
+    Ok(0)
+}
+
 async fn revoke(ctx: &Ctx, node: &str, yes: bool) -> Result<u8> {
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -269,4 +307,20 @@ pub fn render_node(n: &NodeInfo, now: SystemTime) -> String {
             },
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_changes;
+
+    #[test]
+    fn label_changes_parse() {
+        let req = label_changes(&["site=berlin".into(), "ring-".into(), "empty=".into()]).unwrap();
+        assert_eq!(req.set.get("site").map(String::as_str), Some("berlin"));
+        assert_eq!(req.set.get("empty").map(String::as_str), Some(""));
+        assert_eq!(req.remove, ["ring"]);
+        for bad in ["ring", "-", "=x"] {
+            assert!(label_changes(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
 }

@@ -63,6 +63,20 @@ pub(super) async fn enroll(
     // is spent.
     validate_node_name(&req.name)?;
     validate_labels(&req.labels)?;
+    // Labels decide which role selectors and policies reach a node, so only the server
+    // sets them: the join token's labels are the node's. A device may repeat them,
+    // never add or change one.
+    if let Some((k, v)) = req
+        .labels
+        .iter()
+        .find(|(k, v)| record.labels.get(*k) != Some(*v))
+    {
+        return Err(ApiFailure::bad_request(format!(
+            "the device asked for the label {k}={v}, which its join token does not give: labels \
+             are set by the server, from the join token (`adit tokens create --label {k}={v}`) or \
+             by an admin after enrolment (`adit nodes label NODE {k}={v}`)"
+        )));
+    }
     let facts = store_facts(&req.facts)?;
     let tenant_id = record.tenant_id.clone();
     if state
@@ -82,8 +96,7 @@ pub(super) async fn enroll(
         .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
     let now = adit_store::now_millis();
     let not_after = unix_millis(issued.not_after);
-    let mut labels = req.labels.clone();
-    labels.extend(record.labels.clone());
+    let labels = record.labels.clone();
     let actor = format!("join-token:{}", token.id);
     let enrollment = NewEnrollment {
         token_id: token.id.clone(),

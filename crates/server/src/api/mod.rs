@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Extension, Json, Router};
 
 pub use error::{ApiFailure, ApiJson};
@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::NODES, get(nodes::list))
         .route(&axum_path(paths::NODE), get(nodes::get))
         .route(&axum_path(paths::NODE_REVOKE), post(nodes::revoke))
+        .route(&axum_path(paths::NODE_LABELS), patch(nodes::label))
         .route(&axum_path(paths::NODE_PTY), get(crate::pty_ws::node_pty))
         .route(paths::RECORDINGS, get(recordings::list))
         .route(&axum_path(paths::RECORDING), get(recordings::get))

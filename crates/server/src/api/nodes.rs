@@ -1,14 +1,15 @@
-//! `GET /v1/nodes`, `GET /v1/nodes/{node}`, `POST /v1/nodes/{node}/revoke`.
+//! `GET /v1/nodes`, `GET /v1/nodes/{node}`, `POST /v1/nodes/{node}/revoke`,
+//! `PATCH /v1/nodes/{node}/labels`.
 //!
 //! A node the caller may not read is reported exactly like a node that does not exist.
 
-use adit_api::{NodeActivity, NodeInfo};
+use adit_api::{NodeActivity, NodeInfo, NodeLabelsRequest};
 use adit_store::{Node, NodeCommands, RemoteAccess, RemoteAccessFilter, RemoteAccessState};
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{no_such_node, source, ApiFailure};
+use super::{no_such_node, source, validate_labels, ApiFailure, ApiJson};
 use crate::audit;
 use crate::auth::Principal;
 use crate::authz::{allowed, allowed_somewhere, Permission};
@@ -187,6 +188,67 @@ pub(super) async fn revoke(
         audit::NODE_REVOKE,
         audit::OK,
         json!({ "name": node.name, "was_connected": was_connected }),
+    );
+    let node = state.store.node(&p.tenant_id, &node.id)?.unwrap_or(node);
+    Ok(Json(node_info(&node)))
+}
+
+/// Admins of the whole tenant set or remove labels: labels decide which role
+/// selectors and policies reach a node, so a selector-scoped admin could otherwise
+/// move a node out of (or into) someone else's reach. Streams that the new labels no
+/// longer allow are cut.
+pub(super) async fn label(
+    State(state): State<AppState>,
+    p: Principal,
+    addr: Option<Extension<ClientAddr>>,
+    Path(key): Path<String>,
+    ApiJson(req): ApiJson<NodeLabelsRequest>,
+) -> Result<Json<NodeInfo>, ApiFailure> {
+    let node = visible_node(&state, &p, &key)?;
+    if !allowed(&p, Permission::ManagePolicies, None) {
+        audit::record(
+            &state,
+            &p.tenant_id,
+            &p.user,
+            source(addr),
+            Some(&node.id),
+            audit::NODE_LABEL,
+            audit::DENIED,
+            json!({ "name": node.name, "reason": "needs the admin role on the whole tenant" }),
+        );
+        return Err(ApiFailure::forbidden(format!(
+            "user '{}' may not change the labels of node '{}': that needs the admin role on the whole tenant",
+            p.user, node.name
+        )));
+    }
+    if let Some(k) = req.remove.iter().find(|k| req.set.contains_key(*k)) {
+        return Err(ApiFailure::bad_request(format!(
+            "label '{}' is both set and removed; do one",
+            super::shown(k)
+        )));
+    }
+    let mut labels = node.labels.clone();
+    for k in &req.remove {
+        labels.remove(k);
+    }
+    labels.extend(req.set.clone());
+    validate_labels(&labels)?;
+    if !state
+        .store
+        .set_node_labels(&p.tenant_id, &node.id, &labels)?
+    {
+        return Err(no_such_node(&key));
+    }
+    crate::liveness::recheck(&state, &p.tenant_id);
+    audit::record(
+        &state,
+        &p.tenant_id,
+        &p.user,
+        source(addr),
+        Some(&node.id),
+        audit::NODE_LABEL,
+        audit::OK,
+        json!({ "name": node.name, "before": node.labels, "after": labels }),
     );
     let node = state.store.node(&p.tenant_id, &node.id)?.unwrap_or(node);
     Ok(Json(node_info(&node)))

@@ -985,6 +985,24 @@ impl Store for SqliteStore {
         )
     }
 
+    fn set_node_labels(
+        &self,
+        tenant_id: &str,
+        node_id: &str,
+        labels: &Labels,
+    ) -> Result<bool, StoreError> {
+        let labels = to_json(labels, "node labels")?;
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE nodes SET labels = ?3
+                 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                params![tenant_id, node_id, labels],
+            )
+            .map_err(backend("setting node labels"))?;
+        Ok(n == 1)
+    }
+
     fn update_node_facts(&self, node_id: &str, facts: &NodeFacts) -> Result<(), StoreError> {
         let addresses = to_json(&facts.addresses, "node addresses")?;
         let actions = to_json(&facts.actions, "node actions")?;
