@@ -67,18 +67,7 @@ fn derive(admin: &Path, server: &Server, dir: &Path, name: &str, echo: u16) -> D
         ),
         "login",
     );
-    let api = ok(
-        adit(&home, &["api-tokens", "create", "bot", "--ttl", "1h"]),
-        "api token",
-    )
-    .trim()
-    .to_owned();
-    let session = ok(
-        adit(&home, &["access", "token", "dev1", "--ttl", "1h"]),
-        "session token",
-    )
-    .trim()
-    .to_owned();
+    let (api, session) = api_and_session_tokens(&home);
     let info = json(
         adit(
             &home,
@@ -382,18 +371,7 @@ fn tokens_never_mint_tokens() {
         "dev1",
         &["--allow", &format!("127.0.0.1:{echo}")],
     );
-    let api = ok(
-        adit(&admin, &["api-tokens", "create", "bot", "--ttl", "1h"]),
-        "api token",
-    )
-    .trim()
-    .to_owned();
-    let session = ok(
-        adit(&admin, &["access", "token", "dev1", "--ttl", "1h"]),
-        "session token",
-    )
-    .trim()
-    .to_owned();
+    let (api, session) = api_and_session_tokens(&admin);
     // caller kind × token kind: only a login mints.
     let mint_session = ["access", "token", "dev1", "--ttl", "1h"];
     let mint_api = ["api-tokens", "create", "child", "--ttl", "1h"];
@@ -423,4 +401,13 @@ fn tokens_never_mint_tokens() {
             }
         }
     }
+}
+
+/// An API token and a session token for dev1, made by the login in `home`.
+fn api_and_session_tokens(home: &Path) -> (String, String) {
+    let made = |args: &[&str], what: &str| ok(adit(home, args), what).trim().to_owned();
+    (
+        made(&["api-tokens", "create", "bot", "--ttl", "1h"], "api token"),
+        made(&["access", "token", "dev1", "--ttl", "1h"], "session token"),
+    )
 }

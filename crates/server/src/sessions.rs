@@ -495,16 +495,12 @@ async fn serve_endpoint(
             },
         };
         if !source_allowed(&ra.allowed_cidrs, peer.ip()) {
-            crate::audit::record_in_session(
+            audit_refused(
                 &state,
-                &ra.tenant_id,
-                &ra.created_by,
-                Some(peer),
-                Some(&ra.instance),
-                &ra.resource_id,
-                crate::audit::STREAM_OPEN,
+                &ra,
+                peer,
                 crate::audit::DENIED,
-                json!({ "reason": "source address not allowed", "target": ra.target }),
+                "source address not allowed",
             );
             continue;
         }
@@ -521,6 +517,21 @@ async fn serve_endpoint(
     tasks.wait().await;
 }
 
+/// A connection to a session endpoint that was not relayed, in the session's audit.
+fn audit_refused(state: &AppState, ra: &RemoteAccess, peer: SocketAddr, outcome: &str, why: &str) {
+    crate::audit::record_in_session(
+        state,
+        &ra.tenant_id,
+        &ra.created_by,
+        Some(peer),
+        Some(&ra.instance),
+        &ra.resource_id,
+        crate::audit::STREAM_OPEN,
+        outcome,
+        json!({ "reason": why, "target": ra.target }),
+    );
+}
+
 async fn endpoint_connection(
     state: AppState,
     ra: RemoteAccess,
@@ -530,17 +541,7 @@ async fn endpoint_connection(
 ) {
     let _ = tcp.set_nodelay(true);
     let Some(agent) = state.registry.get(&ra.instance) else {
-        crate::audit::record_in_session(
-            &state,
-            &ra.tenant_id,
-            &ra.created_by,
-            Some(peer),
-            Some(&ra.instance),
-            &ra.resource_id,
-            crate::audit::STREAM_OPEN,
-            crate::audit::ERROR,
-            json!({ "reason": "node is offline", "target": ra.target }),
-        );
+        audit_refused(&state, &ra, peer, crate::audit::ERROR, "node is offline");
         return;
     };
     // The session may have been extended since its endpoint opened.
@@ -559,17 +560,7 @@ async fn endpoint_connection(
         None => Some("the node no longer exists".to_owned()),
     };
     if let Some(why) = refused {
-        crate::audit::record_in_session(
-            &state,
-            &ra.tenant_id,
-            &ra.created_by,
-            Some(peer),
-            Some(&ra.instance),
-            &ra.resource_id,
-            crate::audit::STREAM_OPEN,
-            crate::audit::DENIED,
-            json!({ "reason": why, "target": ra.target }),
-        );
+        audit_refused(&state, &ra, peer, crate::audit::DENIED, &why);
         return;
     }
     let expires = state

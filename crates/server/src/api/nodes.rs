@@ -205,7 +205,7 @@ pub(super) async fn label(
     ApiJson(req): ApiJson<NodeLabelsRequest>,
 ) -> Result<Json<NodeInfo>, ApiFailure> {
     let node = visible_node(&state, &p, &key)?;
-    if !allowed(&p, Permission::ManagePolicies, None) {
+    let record = |outcome: &str, detail| {
         audit::record(
             &state,
             &p.tenant_id,
@@ -213,6 +213,12 @@ pub(super) async fn label(
             source(addr),
             Some(&node.id),
             audit::NODE_LABEL,
+            outcome,
+            detail,
+        )
+    };
+    if !allowed(&p, Permission::ManagePolicies, None) {
+        record(
             audit::DENIED,
             json!({ "name": node.name, "reason": "needs the admin role on the whole tenant" }),
         );
@@ -240,13 +246,7 @@ pub(super) async fn label(
         return Err(no_such_node(&key));
     }
     crate::liveness::recheck(&state, &p.tenant_id);
-    audit::record(
-        &state,
-        &p.tenant_id,
-        &p.user,
-        source(addr),
-        Some(&node.id),
-        audit::NODE_LABEL,
+    record(
         audit::OK,
         json!({ "name": node.name, "before": node.labels, "after": labels }),
     );
