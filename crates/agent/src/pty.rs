@@ -22,8 +22,22 @@ fn size(cols: u16, rows: u16) -> pty_process::Size {
     pty_process::Size::new(rows, cols)
 }
 
-/// Starts `shell` as a login shell in a new PTY and serves the stream until it exits.
+/// Starts `shell` as a login shell in a new PTY (or on pipes when the spec asks for
+/// no terminal) and serves the stream until it exits.
 pub async fn serve(stream: &mut Stream, spec: &ShellSpec, shell: &Path) -> Outcome {
+    if !spec.tty {
+        // Input that is not a terminal (`adit shell NODE < script`): the shell reads it
+        // from a pipe, so its end (EOF from the client) ends the shell, as `ssh -T`.
+        let exec = adit_api::toolbox::ExecSpec {
+            argv: vec![shell.display().to_string(), "-l".into()],
+            env: vec![(
+                "TERM".into(),
+                spec.term.clone().unwrap_or_else(|| DEFAULT_TERM.into()),
+            )],
+            cwd: None,
+        };
+        return exec::serve(stream, &exec).await;
+    }
     let started = (|| {
         let (pty, pts) = pty_process::open()?;
         pty.resize(size(spec.cols, spec.rows))?;

@@ -85,7 +85,9 @@ impl ExecSpec {
 pub const DEFAULT_COLS: u16 = 80;
 pub const DEFAULT_ROWS: u16 = 24;
 
-/// What `shell` opens: the agent user's login shell in a PTY of this size.
+/// What `shell` opens: the agent user's login shell in a PTY of this size, or (with
+/// `tty: false`, for input that is not a terminal, as `ssh -T`) on pipes, so the end
+/// of the client's input reaches the shell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShellSpec {
@@ -94,6 +96,17 @@ pub struct ShellSpec {
     /// `TERM` for the shell (default `xterm-256color`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<String>,
+    /// A PTY (the default); `false` runs the shell on pipes.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub tty: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl ShellSpec {

@@ -505,6 +505,11 @@ pub struct ShellArgs {
     /// Terminal type for the remote shell (default: ours).
     #[arg(long, env = "TERM", hide_env_values = true)]
     pub term: Option<String>,
+    /// A PTY on the node even when our input is not a terminal (as `ssh -tt`). By
+    /// default piped input gets no PTY (as `ssh -T`): the shell reads it and ends
+    /// with it.
+    #[arg(long, short = 't')]
+    pub tty: bool,
 }
 
 #[derive(Debug, Args)]

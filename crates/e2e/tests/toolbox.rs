@@ -525,3 +525,49 @@ fn cp_large_files_resume_and_confinement() {
         "hello"
     );
 }
+
+/// `adit shell` with input that is not a terminal: the end of that input reaches
+/// the shell on the node (as with `ssh -T`), so the session ends with the shell's
+/// status instead of hanging.
+#[test]
+fn shell_ends_with_its_piped_input() {
+    let lab = lab("toolbox-shell-eof");
+    let run = |stdin: Stdio, input: Option<&[u8]>| {
+        let mut child = Command::new(bin("adit"))
+            .args(["shell", "dev1"])
+            .env("ADIT_HOME", &lab.home)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = input {
+            let mut w = child.stdin.take().unwrap();
+            w.write_all(input).unwrap();
+        }
+        let ended = wait_for(Duration::from_secs(5), || child.try_wait().unwrap());
+        if ended.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        (ended, out)
+    };
+    // No input at all.
+    let (ended, out) = run(Stdio::null(), None);
+    assert!(
+        ended.is_some(),
+        "adit shell </dev/null did not end within 5 s: {out:?}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Commands, then the end of input: the shell runs them and ends.
+    let (ended, out) = run(Stdio::piped(), Some(b"echo piped-$((40+2))\n"));
+    assert!(ended.is_some(), "piped commands did not end within 5 s");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("piped-42"),
+        "{out:?}"
+    );
+    // The last line unfinished, and the shell's own status.
+    let (ended, out) = run(Stdio::piped(), Some(b"sh -c 'exit 7'"));
+    assert!(ended.is_some(), "an unfinished line did not end within 5 s");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+}

@@ -267,6 +267,7 @@ pub async fn node_pty(
         cols,
         rows,
         term: None,
+        tty: true,
     };
     upgrade
         .protocols([SUBPROTOCOL])

@@ -20,6 +20,8 @@ pub async fn shell(ctx: &Ctx, args: ShellArgs) -> Result<u8> {
         cols,
         rows,
         term: args.term.filter(|t| !t.is_empty()),
+        // As ssh: a PTY when our input is a terminal (or -t asks for one).
+        tty: args.tty || std::io::stdin().is_terminal(),
     };
     spec.validate().map_err(crate::error::UsageError)?;
     let target = toolbox_target(&args.node, &spec)?;
@@ -56,7 +58,9 @@ async fn send_input<W: AsyncWrite + Unpin>(mut stream: W) -> std::io::Result<()>
             n = stdin.read(&mut buf) => {
                 let n = n?;
                 if n == 0 {
-                    // Piped input ended: the shell keeps running until it exits.
+                    // The end of our input: a shell on pipes reads it and ends; a PTY
+                    // stays open until its shell exits.
+                    stream.write_all(&Frame::Eof.to_bytes()).await?;
                     return Ok(());
                 }
                 stream.write_all(&Frame::Stdin(buf[..n].to_vec()).to_bytes()).await?;
