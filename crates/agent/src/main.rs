@@ -184,7 +184,19 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         enrollment.node_id,
         enrollment.state_dir.display()
     );
-    println!("start the agent with: adit-agent run");
+    // The exact command that finds this enrolment again.
+    let state_dir = &enrollment.state_dir;
+    if state_dir == std::path::Path::new(adit_agent::config::DEFAULT_STATE_DIR) {
+        println!("start the agent with: adit-agent run");
+    } else {
+        let shown = state_dir.display().to_string();
+        let quoted = if shown.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+            format!("'{}'", shown.replace('\'', "'\\''"))
+        } else {
+            shown
+        };
+        println!("start the agent with: adit-agent run --state-dir {quoted}");
+    }
     Ok(())
 }
 

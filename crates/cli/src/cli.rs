@@ -48,6 +48,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Log in to a server and save the access token in the profile.
+    ///
+    /// The profile (server URL, CA, access token; files 0600) is kept in `$ADIT_HOME`,
+    /// else `~/.config/adit`.
     Login(LoginArgs),
     /// Delete the saved login.
     Logout,

@@ -262,6 +262,24 @@ fn api_failure(status: u16, body: &[u8]) -> ApiFailure {
 
 /// reqwest's own message plus its causes (TLS and socket errors live there).
 fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    // A pin mismatch is a verdict, not a transport failure: say it plainly, without
+    // the TLS library's debug structures around it.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if let Some(at) = text.find("server CA does not match pinned ") {
+            let pin = text[at..]
+                .trim_start_matches("server CA does not match pinned ")
+                .split([';', '"', ' '])
+                .next()
+                .unwrap_or_default();
+            return format!(
+                "its CA does not match the pin {pin}; check --ca-pin (adit-server prints it \
+                 at start) and that this is the right server"
+            );
+        }
+        source = s.source();
+    }
     let mut msg = if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {

@@ -156,3 +156,84 @@ fn failed_checks_exit_non_zero() {
     );
     // Fan-out counts a failed check as a failure: `e2e/tests/fanout.rs`.
 }
+
+/// What the CLI and the agent say when something is wrong names what to do, in the
+/// user's terms: no debug structures, no hint to run the command just run, the right
+/// kind of token, the exact command that finds an enrolment again.
+#[test]
+fn messages_say_what_to_do() {
+    let tmp = TempDir::new("hints");
+    let home = tmp.path().join("home");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    let login_with = |pin: &str, password: &str| {
+        adit_stdin(
+            &tmp.path().join("fresh"),
+            &[
+                "login",
+                "--server",
+                &server.url,
+                "--user",
+                "admin",
+                "--password-stdin",
+                "--ca-pin",
+                pin,
+            ],
+            Some(&format!("{password}\n")),
+        )
+    };
+    // A wrong CA pin: the verdict, without the TLS library's structures.
+    let wrong_pin = format!("sha256:{}", "0".repeat(64));
+    let err = fails(login_with(&wrong_pin, ADMIN_PASSWORD), "wrong pin");
+    assert!(err.contains("does not match the pin sha256:000"), "{err}");
+    for noise in ["Other(", "OtherError", "Tls {", "join token"] {
+        assert!(!err.contains(noise), "{noise:?} in {err}");
+    }
+    // A wrong password: exit 1, and no hint to run `adit login` again.
+    let out = login_with(&server.pin, "not-the-password");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrong password") && !err.contains("hint:"),
+        "{err}"
+    );
+
+    login(&home, &server);
+    let _dev1 = start_agent(&home, &server, tmp.path(), "dev1", &[]);
+    // A session token is called one, with where it works, even without a login.
+    let session = ok(
+        adit(&home, &["access", "token", "dev1", "--ttl", "1h"]),
+        "token",
+    );
+    let out = Command::new(bin("adit"))
+        .args(["--token", session.trim(), "nodes", "ls"])
+        .env("ADIT_HOME", tmp.path().join("no-login"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("session token") && !err.contains("API token"),
+        "{err}"
+    );
+    // A lifetime out of range names the option the user typed.
+    let err = fails(
+        adit(&home, &["api-tokens", "create", "x", "--ttl", "5s"]),
+        "ttl",
+    );
+    assert!(err.contains("--ttl"), "{err}");
+    // Enrolling into another state directory says how to run with it.
+    let join = ok(
+        adit(&home, &["tokens", "create", "--ttl", "10m"]),
+        "join token",
+    );
+    let state = tmp.path().join("dev2 state");
+    let out = ok(
+        enroll_command(&server.url, join.trim(), "dev2", &state)
+            .output()
+            .unwrap(),
+        "enroll",
+    );
+    assert!(
+        out.contains(&format!("adit-agent run --state-dir '{}'", state.display())),
+        "{out}"
+    );
+}

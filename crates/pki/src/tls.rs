@@ -172,7 +172,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
                 rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
                     Arc::new(PkiError::Tls {
                         reason: format!(
-                            "server CA does not match pinned {}; check the join token or that you are talking to the right server",
+                            "server CA does not match pinned {}; check the pin (from the join token or --ca-pin) and that you are talking to the right server",
                             self.pin
                         ),
                     }),

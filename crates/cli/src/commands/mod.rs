@@ -125,27 +125,30 @@ impl Ctx {
     /// An authenticated API client; refuses an expired token (exit 3). With an API token
     /// in `--token`, that token is used with the saved login's server and CA.
     pub fn api(&self) -> Result<(Profile, ApiClient)> {
-        let mut profile = self.profile().map_err(|e| match self.token {
+        // A session token first: it never reaches the API, whatever the profile.
+        let given = self.given_token()?;
+        if let Some(GivenToken::Session(..)) = given {
+            return Err(crate::error::UsageError(
+                "--token holds a session token, which only reaches its node: `adit ssh`, \
+                 `forward`, `proxy-stdio`, `exec`, `shell` and `cp`; log in for other commands"
+                    .into(),
+            )
+            .into());
+        }
+        let mut profile = self.profile().map_err(|e| match given {
             Some(_) => anyhow::anyhow!(
                 "{e}; an API token is used with the server and CA of a saved login \
                  (run `adit login` once on this machine)"
             ),
             None => e,
         })?;
-        let token = match self.given_token()? {
-            None => profile.valid_token(SystemTime::now())?.clone(),
+        let token = match given {
             Some(GivenToken::Access(secret)) => {
                 profile.access_token = secret.clone();
                 secret.clone()
             }
-            Some(GivenToken::Session(..)) => {
-                return Err(crate::error::UsageError(
-                    "a session token only works with `adit ssh`, `adit forward` and \
-                     `adit proxy-stdio`; log in for other commands"
-                        .into(),
-                )
-                .into())
-            }
+            // No --token (a session token was refused above): the saved login's.
+            _ => profile.valid_token(SystemTime::now())?.clone(),
         };
         let client = api_client(self.server_for(&profile)?, &profile.ca_pem, Some(token))?;
         Ok((profile, client))

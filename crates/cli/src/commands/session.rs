@@ -91,10 +91,14 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<u8> {
         user: args.user.clone(),
         password: password.into_inner(),
     };
-    let login: LoginResponse = anonymous
-        .post(paths::LOGIN, &request)
-        .await
-        .with_context(|| format!("login as {} failed", args.user))?;
+    let login: LoginResponse = anonymous.post(paths::LOGIN, &request).await.map_err(|e| {
+        // Refused credentials are this command's failure, not a missing login:
+        // no "run adit login" hint, exit status 1.
+        match e.downcast_ref::<crate::error::ApiFailure>() {
+            Some(f) if f.is_unauthenticated() => anyhow!("{}", f.message),
+            _ => e.context(format!("login as {} failed", args.user)),
+        }
+    })?;
 
     let profile = Profile {
         server: server.to_string(),

@@ -39,7 +39,7 @@ pub(super) async fn create(
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
     if ttl == 0 || ttl > MAX_TTL_SECS {
         return Err(ApiFailure::bad_request(format!(
-            "`ttl_secs` must be between 1 and {MAX_TTL_SECS} (7 days), got {ttl}"
+            "the lifetime (`ttl_secs`; `--ttl` in adit) must be from 1 s to {MAX_TTL_SECS} s (7 days), got {ttl} s"
         )));
     }
     let uses_allowed = match req.uses {

@@ -78,7 +78,7 @@ fn no_such_access(id: &str) -> ApiFailure {
 fn ttl_millis(ttl_secs: u64) -> Result<Millis, ApiFailure> {
     if ttl_secs == 0 || ttl_secs > REMOTE_ACCESS_MAX_TTL_SECS {
         return Err(ApiFailure::bad_request(format!(
-            "ttl_secs must be from 1 to {REMOTE_ACCESS_MAX_TTL_SECS} (7 days), got {ttl_secs}"
+            "the lifetime (`ttl_secs`; `--ttl` in adit) must be from 1 s to {REMOTE_ACCESS_MAX_TTL_SECS} s (7 days), got {ttl_secs} s"
         )));
     }
     // Bounded above, so this cannot overflow.

@@ -41,7 +41,7 @@ const MAX_NAME: usize = 63;
 fn check_ttl(ttl: u64, max: u64, max_text: &str) -> Result<i64, ApiFailure> {
     if !(MIN_TTL_SECS..=max).contains(&ttl) {
         return Err(ApiFailure::bad_request(format!(
-            "ttl_secs must be from {MIN_TTL_SECS} to {max} ({max_text}), got {ttl}"
+            "the lifetime (`ttl_secs`; `--ttl` in adit) must be from {MIN_TTL_SECS} s (1 minute) to {max} s ({max_text}), got {ttl} s"
         )));
     }
     Ok(i64::try_from(ttl).unwrap_or(i64::MAX / 1000))
