@@ -25,7 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adit_e2e::{bin, echo_server, free_port, node_status, wait_for, TempDir};
+use adit_e2e::{adit_stdin, bin, echo_server, free_port, node_status, ok, wait_for, Proc, TempDir};
 
 // ---------------------------------------------------------------------------
 // The scanner.
@@ -637,4 +637,65 @@ fn no_secret_reaches_any_log() {
     ] {
         assert_eq!(mode(&p), 0o600, "{} must be mode 0600", p.display());
     }
+}
+
+/// A first start without a chosen admin password generates one and writes it to a
+/// 0600 file in the data directory; it never reaches stdout or stderr (the journal
+/// under systemd), and it logs in.
+#[test]
+fn the_generated_admin_password_is_in_a_private_file_not_the_log() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = TempDir::new("initial-password");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let mut cmd = Command::new(bin("adit-server"));
+    cmd.args([
+        "start",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(&data)
+    .env_remove("ADIT_BOOTSTRAP_ADMIN_PASSWORD")
+    .env("ADIT_LOG", "debug");
+    let mut server = Proc::spawn(cmd).unwrap();
+    let line = server
+        .wait_line("log in with:", Duration::from_secs(30))
+        .unwrap();
+    let pin = line
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap()
+        .to_owned();
+    let file = data.join("initial-admin-password");
+    let said = server.output_so_far();
+    assert!(said.contains(&file.display().to_string()), "{said}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(password.len() >= 16, "a weak generated password");
+    let home = tmp.path().join("home");
+    ok(
+        adit_stdin(
+            &home,
+            &[
+                "login",
+                "--server",
+                &format!("https://127.0.0.1:{port}"),
+                "--user",
+                "admin",
+                "--password-stdin",
+                "--ca-pin",
+                &pin,
+            ],
+            Some(&format!("{password}\n")),
+        ),
+        "login with the generated password",
+    );
+    server.kill();
+    let said = server.output_so_far();
+    assert!(
+        !said.contains(&password),
+        "the password reached the server's output"
+    );
 }

@@ -235,9 +235,16 @@ fn start(args: StartArgs) -> Result<()> {
         eprintln!("data directory: {}", state.settings.data_dir.display());
         eprintln!("CA fingerprint: {}", state.ca.pin());
         if let Some(pw) = &boot.generated_admin_password {
+            // Never on stdout or stderr (under systemd both go to the journal): a file
+            // only its owner can read, named here.
+            let file = state.settings.data_dir.join(INITIAL_PASSWORD_FILE);
+            write_private(&file, &format!("{}\n", pw.expose())).with_context(|| {
+                format!("could not write the admin password to {}", file.display())
+            })?;
             eprintln!(
-                "created user '{ADMIN_USER}' with password: {}  (shown once; set ADIT_BOOTSTRAP_ADMIN_PASSWORD to choose it)",
-                pw.expose()
+                "created user '{ADMIN_USER}'; its password is in {} (mode 0600; delete the file once \
+                 you have logged in; set ADIT_BOOTSTRAP_ADMIN_PASSWORD before the first start to choose it)",
+                file.display()
             );
         }
         eprintln!(
@@ -283,6 +290,24 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Where the first start leaves the generated admin password, in the data directory.
+const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// Writes `text` to a new file at `path` readable by its owner only (0600 from its
+/// creation, never wider).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 #[cfg(test)]
