@@ -199,6 +199,10 @@ fn messages_say_what_to_do() {
 
     login(&home, &server);
     let _dev1 = start_agent(&home, &server, tmp.path(), "dev1", &[]);
+    // A node whose tunnel is up was last seen now.
+    let listing = ok(adit(&home, &["nodes", "ls"]), "nodes ls");
+    let row = listing.lines().find(|l| l.starts_with("dev1 ")).unwrap();
+    assert_eq!(row.split_whitespace().nth(2), Some("now"), "{listing}");
     // A session token is called one, with where it works, even without a login.
     let session = ok(
         adit(&home, &["access", "token", "dev1", "--ttl", "1h"]),

@@ -130,7 +130,7 @@ async fn list(ctx: &Ctx) -> Result<u8> {
         table.row([
             n.name.clone(),
             node_status(n),
-            n.last_seen.map_or("-".into(), |t| format_relative(t, now)),
+            last_seen(n, now),
             or_dash(n.os.as_deref()),
             or_dash(n.agent_version.as_deref()),
             format_labels(&n.labels),
@@ -218,6 +218,15 @@ async fn revoke(ctx: &Ctx, node: &str, yes: bool) -> Result<u8> {
         println!("revoked node {} ({})", info.name, info.id);
     }
     Ok(0)
+}
+
+/// `now` for a node whose tunnel is up (its `last_seen` is when it connected), else
+/// how long ago it was last seen.
+fn last_seen(n: &NodeInfo, now: SystemTime) -> String {
+    if n.status == "online" && n.revoked_at.is_none() {
+        return "now".into();
+    }
+    n.last_seen.map_or("-".into(), |t| format_relative(t, now))
 }
 
 fn node_status(n: &NodeInfo) -> String {
