@@ -5,6 +5,7 @@
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use adit_e2e::*;
 
@@ -198,7 +199,43 @@ fn messages_say_what_to_do() {
     );
 
     login(&home, &server);
+    // Empty listings say so, without an empty table header.
+    for what in [
+        &["nodes", "ls"][..],
+        &["access", "ls"],
+        &["access", "tokens"],
+    ] {
+        let out = adit(&home, what);
+        assert!(out.status.success(), "{what:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{what:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("no "),
+            "{out:?}"
+        );
+    }
     let _dev1 = start_agent(&home, &server, tmp.path(), "dev1", &[]);
+    // A deleted session expires no more.
+    let created = ok(
+        adit(
+            &home,
+            &[
+                "access", "create", "dev1", "--ttl", "10m", "--output", "json",
+            ],
+        ),
+        "access create",
+    );
+    let id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["resource_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(adit(&home, &["access", "rm", &id]), "access rm");
+    let deleted = wait_for(Duration::from_secs(5), || {
+        let listing = ok(adit(&home, &["access", "ls", "--all"]), "access ls --all");
+        let row = listing.lines().find(|l| l.starts_with(&id))?.to_owned();
+        row.contains("DELETED").then_some(row)
+    })
+    .expect("the session is deleted");
+    assert!(!deleted.contains(" in "), "{deleted}");
     // A node whose tunnel is up was last seen now.
     let listing = ok(adit(&home, &["nodes", "ls"]), "nodes ls");
     let row = listing.lines().find(|l| l.starts_with("dev1 ")).unwrap();

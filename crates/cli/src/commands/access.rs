@@ -72,6 +72,10 @@ async fn list_tokens(ctx: &Ctx) -> Result<u8> {
         print_json(&rows)?;
         return Ok(0);
     }
+    if rows.is_empty() {
+        eprintln!("no session tokens; issue one with `adit access token NODE --ttl 1h`");
+        return Ok(0);
+    }
     let now = SystemTime::now();
     let mut table = Table::new(["ID", "NODE", "STATUS", "INSTANCES", "EXPIRES", "CREATED BY"]);
     for t in &rows {
@@ -92,9 +96,6 @@ async fn list_tokens(ctx: &Ctx) -> Result<u8> {
         ]);
     }
     print!("{}", table.render());
-    if rows.is_empty() {
-        eprintln!("no session tokens; issue one with `adit access token NODE --ttl 1h`");
-    }
     Ok(0)
 }
 
@@ -223,6 +224,10 @@ async fn list(ctx: &Ctx, node: Option<String>, all: bool) -> Result<u8> {
         print_json(&rows)?;
         return Ok(0);
     }
+    if rows.is_empty() {
+        eprintln!("no remote access; create one with `adit access create NODE --ttl 1h`");
+        return Ok(0);
+    }
     let now = SystemTime::now();
     let host = api.server().host().to_string();
     let mut table = Table::new([
@@ -242,7 +247,7 @@ async fn list(ctx: &Ctx, node: Option<String>, all: bool) -> Result<u8> {
             state_cell(r),
             r.target.clone(),
             endpoint_cell(r, &host),
-            format_relative(r.expiration_timestamp, now),
+            expires_cell(r, now),
             r.created_by.clone(),
             or_dash(
                 Some(&r.configuration_status)
@@ -252,10 +257,16 @@ async fn list(ctx: &Ctx, node: Option<String>, all: bool) -> Result<u8> {
         ]);
     }
     print!("{}", table.render());
-    if rows.is_empty() {
-        eprintln!("no remote access; create one with `adit access create NODE --ttl 1h`");
-    }
     Ok(0)
+}
+
+/// When a live configuration expires; `-` once it is deleted (it expires no more).
+fn expires_cell(r: &RemoteAccessInfo, now: SystemTime) -> String {
+    if r.current_state == remote_access_state::DELETED {
+        "-".into()
+    } else {
+        format_relative(r.expiration_timestamp, now)
+    }
 }
 
 /// `STARTED`, or `STARTED→DELETED` while a change is pending.

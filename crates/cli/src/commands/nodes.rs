@@ -124,6 +124,10 @@ async fn list(ctx: &Ctx) -> Result<u8> {
         print_json(&nodes)?;
         return Ok(0);
     }
+    if nodes.is_empty() {
+        eprintln!("no nodes; enrol one with a token from `adit tokens create`");
+        return Ok(0);
+    }
     let now = SystemTime::now();
     let mut table = Table::new(["NAME", "STATUS", "LAST SEEN", "OS", "AGENT", "LABELS", "ID"]);
     for n in &nodes {
@@ -138,9 +142,6 @@ async fn list(ctx: &Ctx) -> Result<u8> {
         ]);
     }
     print!("{}", table.render());
-    if nodes.is_empty() {
-        eprintln!("no nodes; enrol one with a token from `adit tokens create`");
-    }
     Ok(0)
 }
 
