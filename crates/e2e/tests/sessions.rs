@@ -314,15 +314,27 @@ fn on_demand_tunnel_session() {
     agent
         .wait_line("no remote access left", Duration::from_secs(10))
         .unwrap();
+    // ... and is listed as idle on-demand, not as a broken offline node.
+    let listed = || {
+        let listing = ok(adit(&home, &["nodes", "ls"]), "nodes ls");
+        let row = listing.lines().find(|l| l.starts_with("dev1 "))?.to_owned();
+        row.split_whitespace().nth(1).map(str::to_owned)
+    };
     assert!(
-        wait_for(Duration::from_secs(10), || (node_status(&home, "dev1")
-            .as_deref()
-            == Some("offline"))
+        wait_for(Duration::from_secs(10), || (listed().as_deref()
+            == Some("on-demand"))
         .then_some(()))
         .is_some(),
-        "the node goes offline again: {}",
+        "the node is idle on-demand again ({:?}): {}",
+        node_status(&home, "dev1"),
         agent.output_so_far()
     );
+    // A stream to it says how to reach it.
+    let err = fails(
+        adit(&home, &["exec", "dev1", "--", "true"]),
+        "exec on an idle node",
+    );
+    assert!(err.contains("adit access create dev1"), "{err}");
 
     let events = json(
         adit(

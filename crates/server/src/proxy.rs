@@ -561,7 +561,15 @@ pub(crate) fn authorize(
             refuse_as(
                 RefusalKind::Offline,
                 reset_code::UNREACHABLE,
-                format!("node '{}' is offline", node.name),
+                if node.tunnel_mode == "on-demand" {
+                    format!(
+                        "node '{0}' is on-demand and has no tunnel now; open one with a \
+                         remote-access session: `adit access create {0} --ttl 1h`",
+                        node.name
+                    )
+                } else {
+                    format!("node '{}' is offline", node.name)
+                },
             ),
             Some(ctx),
         ));

@@ -24,6 +24,9 @@ pub(crate) enum Status {
     Failed,
     /// The node matched but has no tunnel: not tried.
     Offline,
+    /// An on-demand node with no tunnel now (no live session): not tried, and not a
+    /// failure, since it is idle as designed.
+    OnDemand,
     /// Could not run: refused, or the stream failed.
     Error,
 }
@@ -34,6 +37,7 @@ impl Status {
             Self::Ok => "ok",
             Self::Failed => "failed",
             Self::Offline => "offline",
+            Self::OnDemand => "on-demand",
             Self::Error => "error",
         }
     }
@@ -115,12 +119,23 @@ where
         }
     }
     for node in offline {
+        let (status, error) = if is_idle_on_demand(&node) {
+            (
+                Status::OnDemand,
+                format!(
+                    "on-demand, no tunnel now: open one with `adit access create {} --ttl 1h`",
+                    node.name
+                ),
+            )
+        } else {
+            (Status::Offline, "the node is offline".to_owned())
+        };
         let outcome = Outcome {
             node: node.name,
-            status: Status::Offline,
+            status,
             exit: None,
             duration: Duration::ZERO,
-            error: Some("the node is offline".to_owned()),
+            error: Some(error),
             value: None,
         };
         report(&outcome);
@@ -138,7 +153,7 @@ pub(crate) fn summary<T>(outcomes: &[Outcome<T>]) -> String {
             o.node.clone(),
             o.status.as_str().to_owned(),
             o.exit.map_or("-".to_owned(), |c| c.to_string()),
-            if o.status == Status::Offline {
+            if matches!(o.status, Status::Offline | Status::OnDemand) {
                 "-".to_owned()
             } else {
                 format!("{:.2}s", o.duration.as_secs_f64())
@@ -147,12 +162,35 @@ pub(crate) fn summary<T>(outcomes: &[Outcome<T>]) -> String {
         ]);
     }
     let ok = outcomes.iter().filter(|o| o.status == Status::Ok).count();
-    format!("{}{ok} of {} nodes ok\n", table.render(), outcomes.len())
+    let idle = outcomes
+        .iter()
+        .filter(|o| o.status == Status::OnDemand)
+        .count();
+    let idle = if idle > 0 {
+        format!(" ({idle} on-demand without a tunnel, not tried)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{ok} of {} nodes ok{idle}\n",
+        table.render(),
+        outcomes.len()
+    )
 }
 
-/// 0 when every node ran and succeeded, else 1.
+/// 0 when every node that could run did and succeeded (idle on-demand nodes are not
+/// failures), else 1.
 pub(crate) fn exit_code<T>(outcomes: &[Outcome<T>]) -> u8 {
-    u8::from(outcomes.iter().any(|o| o.status != Status::Ok))
+    u8::from(
+        outcomes
+            .iter()
+            .any(|o| !matches!(o.status, Status::Ok | Status::OnDemand)),
+    )
+}
+
+/// An on-demand node without a tunnel: idle as designed, not broken.
+pub(crate) fn is_idle_on_demand(n: &NodeInfo) -> bool {
+    n.status == "offline" && n.tunnel_mode == "on-demand" && n.revoked_at.is_none()
 }
 
 /// "no node matches" as a clear error.
@@ -162,4 +200,32 @@ pub(crate) fn none_matched(selector: &Labels) -> anyhow::Error {
         "no node matches the selector {}; see `adit nodes ls` for the labels",
         sel.join(",")
     )
+}
+
+#[cfg(test)]
+mod on_demand_tests {
+    use super::*;
+
+    fn outcome(node: &str, status: Status) -> Outcome<()> {
+        Outcome {
+            node: node.into(),
+            status,
+            exit: None,
+            duration: Duration::ZERO,
+            error: None,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn idle_on_demand_nodes_are_not_failures() {
+        let idle = [outcome("a", Status::Ok), outcome("b", Status::OnDemand)];
+        assert_eq!(exit_code(&idle), 0);
+        assert!(
+            summary(&idle).contains("1 of 2 nodes ok (1 on-demand without a tunnel, not tried)")
+        );
+        for bad in [Status::Offline, Status::Failed, Status::Error] {
+            assert_eq!(exit_code(&[outcome("a", Status::Ok), outcome("b", bad)]), 1);
+        }
+    }
 }

@@ -233,6 +233,9 @@ fn last_seen(n: &NodeInfo, now: SystemTime) -> String {
 fn node_status(n: &NodeInfo) -> String {
     if n.revoked_at.is_some() {
         "revoked".into()
+    } else if super::fanout::is_idle_on_demand(n) {
+        // Idle as designed: a session (`adit access create`) brings its tunnel up.
+        "on-demand".into()
     } else {
         n.status.clone()
     }
