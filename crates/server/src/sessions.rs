@@ -20,6 +20,9 @@ use crate::state::AppState;
 /// How often the loop runs without being woken: the resolution of expiry.
 const TICK: Duration = Duration::from_millis(500);
 
+/// How long a closed endpoint's port is kept from other sessions while others are free.
+const PORT_GRACE: Duration = Duration::from_secs(15 * 60);
+
 /// Live endpoints of this proxy, by session id.
 #[derive(Default)]
 pub struct Sessions {
@@ -34,6 +37,11 @@ pub struct Sessions {
     nodes_with_sessions: Mutex<HashSet<String>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     next_port: Mutex<u16>,
+    /// Ports whose endpoint closed, and when: another session gets one of these only
+    /// when no other port is free, so a saved `ssh -p PORT` does not quietly reach a
+    /// different session (in this process; live sessions' ports are reserved from the
+    /// store whatever happened before).
+    released: Mutex<HashMap<u16, std::time::Instant>>,
     /// The expiry each live session's node agent knows (from grants or told since).
     told: Mutex<HashMap<String, i64>>,
 }
@@ -134,6 +142,15 @@ impl Sessions {
     }
 }
 
+/// Closes every endpoint of this process (at shutdown): their sessions stay in the
+/// store with their ports, which the next process binds again.
+pub async fn close_endpoints(state: &AppState) {
+    let ids: Vec<String> = state.sessions.endpoints().keys().cloned().collect();
+    for id in ids {
+        teardown(state, &id).await;
+    }
+}
+
 /// Tells the loop that a session of node `node_id` changed (created, extended, deleted);
 /// it reconciles at once, and that node's on-demand agent, if waiting, is told.
 pub fn wake(state: &AppState, node_id: &str) {
@@ -219,6 +236,12 @@ async fn teardown(state: &AppState, id: &str) {
             );
         }
         tracing::info!(session = id, port = e.port, "endpoint closed");
+        state
+            .sessions
+            .released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(e.port, std::time::Instant::now());
     }
 }
 
@@ -268,6 +291,13 @@ pub async fn reconcile(state: &AppState) {
     let now = adit_store::now_millis();
     let mut live = HashSet::new();
     let mut live_nodes = HashSet::new();
+    // Every live session keeps its port for its whole life, across restarts: no other
+    // session is given one of these.
+    let reserved: HashSet<u16> = sessions
+        .iter()
+        .filter(|ra| ra.desired_state != RemoteAccessState::Deleted)
+        .filter_map(|ra| ra.local_port)
+        .collect();
     for ra in sessions {
         let end = if ra.desired_state == RemoteAccessState::Deleted {
             Some((crate::audit::SESSION_END, "deleted".to_owned()))
@@ -286,13 +316,14 @@ pub async fn reconcile(state: &AppState) {
         };
         if let Some((action, why)) = end {
             teardown(state, &ra.resource_id).await;
+            // The port it had stays on record (it is not given away for a while).
             set_status(
                 state,
                 &ra,
                 RemoteAccessState::Deleted,
                 StatusIndicator::Idle,
                 &why,
-                None,
+                ra.local_port,
             );
             audit(state, &ra, action, crate::audit::OK, &why);
             state.sessions.changed(&ra.instance);
@@ -318,17 +349,20 @@ pub async fn reconcile(state: &AppState) {
             tell_agent(state, &ra, ra.expiration_timestamp);
         }
         let port = if ra.endpoint {
-            match ensure_endpoint(state, &ra).await {
+            match ensure_endpoint(state, &ra, &reserved).await {
                 Ok(p) => Some(p),
                 Err(why) => {
-                    if ra.current_state != RemoteAccessState::Error {
+                    if ra.current_state != RemoteAccessState::Error
+                        || ra.configuration_status != why
+                    {
+                        // Its port (if it had one) stays its own: retried every pass.
                         set_status(
                             state,
                             &ra,
                             RemoteAccessState::Error,
                             StatusIndicator::Error,
                             &why,
-                            None,
+                            ra.local_port,
                         );
                         audit(
                             state,
@@ -406,12 +440,28 @@ fn tell_agent(state: &AppState, ra: &RemoteAccess, until: adit_store::Millis) {
     }
 }
 
-/// The session's endpoint port, listening (allocated on first call).
-async fn ensure_endpoint(state: &AppState, ra: &RemoteAccess) -> Result<u16, String> {
+/// The session's endpoint port, listening: the port it already has (kept across
+/// restarts; if it cannot be bound again the session is in ERROR, never moved to
+/// another port), else a new one from the range that no live session holds.
+async fn ensure_endpoint(
+    state: &AppState,
+    ra: &RemoteAccess,
+    reserved: &HashSet<u16>,
+) -> Result<u16, String> {
     if let Some(e) = state.sessions.endpoints().get(&ra.resource_id) {
         return Ok(e.port);
     }
-    let listener = bind_in_range(state).await?;
+    let listener = match ra.local_port {
+        Some(port) => TcpListener::bind(SocketAddr::new(state.settings.endpoint_bind, port))
+            .await
+            .map_err(|e| {
+                format!(
+                    "the endpoint's port {port} cannot be bound again ({e}); the session keeps \
+                     that port and is retried"
+                )
+            })?,
+        None => bind_in_range(state, reserved).await?,
+    };
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(serve_endpoint(
@@ -428,7 +478,7 @@ async fn ensure_endpoint(state: &AppState, ra: &RemoteAccess) -> Result<u16, Str
     Ok(port)
 }
 
-async fn bind_in_range(state: &AppState) -> Result<TcpListener, String> {
+async fn bind_in_range(state: &AppState, reserved: &HashSet<u16>) -> Result<TcpListener, String> {
     let range = state.settings.endpoint_ports.clone();
     let size = u32::from(*range.end()) - u32::from(*range.start()) + 1;
     let start = {
@@ -442,22 +492,43 @@ async fn bind_in_range(state: &AppState) -> Result<TcpListener, String> {
         }
         *next
     };
-    for i in 0..size {
-        let port = (u32::from(*range.start())
-            + (u32::from(start) - u32::from(*range.start()) + i) % size) as u16;
-        let in_use = state.sessions.endpoints().values().any(|e| e.port == port);
-        if in_use {
-            continue;
-        }
-        if let Ok(l) = TcpListener::bind(SocketAddr::new(state.settings.endpoint_bind, port)).await
-        {
-            let mut next = state
-                .sessions
-                .next_port
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *next = port.wrapping_add(1);
-            return Ok(l);
+    let recently_released = |port: u16| {
+        state
+            .sessions
+            .released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&port)
+            .is_some_and(|at| at.elapsed() < PORT_GRACE)
+    };
+    // First ports no session used lately; only when none is free, a recent one.
+    for allow_recent in [false, true] {
+        for i in 0..size {
+            let port = (u32::from(*range.start())
+                + (u32::from(start) - u32::from(*range.start()) + i) % size)
+                as u16;
+            let in_use = reserved.contains(&port)
+                || state.sessions.endpoints().values().any(|e| e.port == port);
+            if in_use || (!allow_recent && recently_released(port)) {
+                continue;
+            }
+            if let Ok(l) =
+                TcpListener::bind(SocketAddr::new(state.settings.endpoint_bind, port)).await
+            {
+                let mut next = state
+                    .sessions
+                    .next_port
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *next = port.wrapping_add(1);
+                state
+                    .sessions
+                    .released
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&port);
+                return Ok(l);
+            }
         }
     }
     Err(format!(

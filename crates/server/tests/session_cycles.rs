@@ -133,3 +133,75 @@ async fn expiry_is_enforced_by_the_loop() {
     assert_eq!(stored.current_state, RemoteAccessState::Deleted);
     assert_eq!(stored.configuration_status, "expired");
 }
+
+/// A session keeps its endpoint port for its whole life: a restart binds the same
+/// ports again; a session whose port another program took is in ERROR with that port
+/// (never moved to another) until the port is free; new sessions never get a live
+/// session's port, nor a port closed a moment ago while others are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_their_ports_across_a_restart() {
+    let range = 21200..=21219;
+    let (state, tenant, node, admin) = state(range.clone());
+    let create = |state: &AppState| {
+        state
+            .store
+            .create_remote_access(&new_session(&tenant, &node, &admin, 600_000))
+            .unwrap()
+            .resource_id
+    };
+    let ids: Vec<String> = (0..3).map(|_| create(&state)).collect();
+    sessions::reconcile(&state).await;
+    let before = state.sessions.listening();
+    let port = |id: &String| before[id];
+
+    // The process ends; another program takes the second session's port meanwhile.
+    sessions::close_endpoints(&state).await;
+    assert!(state.sessions.listening().is_empty());
+    let blocker = std::net::TcpListener::bind(("127.0.0.1", port(&ids[1]))).unwrap();
+    let restarted = AppState {
+        sessions: std::sync::Arc::new(sessions::Sessions::default()),
+        ..state.clone()
+    };
+    sessions::reconcile(&restarted).await;
+    let after = restarted.sessions.listening();
+    assert_eq!(after.get(&ids[0]), Some(&port(&ids[0])));
+    assert_eq!(after.get(&ids[2]), Some(&port(&ids[2])));
+    assert_eq!(after.get(&ids[1]), None, "moved to another port: {after:?}");
+    let stored = |id: &String| restarted.store.remote_access(&tenant, id).unwrap().unwrap();
+    let blocked = stored(&ids[1]);
+    assert_eq!(blocked.current_state, RemoteAccessState::Error);
+    assert_eq!(blocked.local_port, Some(port(&ids[1])));
+    assert!(
+        blocked
+            .configuration_status
+            .contains(&format!("port {}", port(&ids[1]))),
+        "{}",
+        blocked.configuration_status
+    );
+    // A new session gets none of the live sessions' ports, the blocked one included.
+    let fourth = create(&restarted);
+    sessions::reconcile(&restarted).await;
+    let p4 = restarted.sessions.listening()[&fourth];
+    assert!(
+        !before.values().any(|p| *p == p4),
+        "{p4} was a live session's port"
+    );
+    // Once free, the blocked session gets its own port back.
+    drop(blocker);
+    sessions::reconcile(&restarted).await;
+    assert_eq!(
+        restarted.sessions.listening().get(&ids[1]),
+        Some(&port(&ids[1]))
+    );
+    assert_eq!(stored(&ids[1]).current_state, RemoteAccessState::Configured);
+    // A deleted session's port is not handed to the next one while others are free.
+    restarted
+        .store
+        .set_remote_access_desired(&tenant, &ids[0], RemoteAccessState::Deleted)
+        .unwrap();
+    sessions::reconcile(&restarted).await;
+    let fifth = create(&restarted);
+    sessions::reconcile(&restarted).await;
+    assert_ne!(restarted.sessions.listening()[&fifth], port(&ids[0]));
+    sessions::close_endpoints(&restarted).await;
+}
