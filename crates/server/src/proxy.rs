@@ -115,10 +115,17 @@ async fn agent_tunnel(
     let expires_in = Duration::from_secs((not_after - adit_pki::now_unix()).max(0) as u64);
     let expiry = tokio::time::sleep(expires_in);
     tokio::pin!(expiry);
+    let mut budget = ControlBudget::new();
     loop {
         tokio::select! {
             msg = tunnel.recv_control() => match msg {
-                Some(payload) => handle_agent_control(&state, &node_id, &payload),
+                Some(payload) => {
+                    if budget.allow() {
+                        handle_agent_control(&state, &node_id, &payload);
+                    } else if budget.dropped.is_power_of_two() {
+                        tracing::warn!(%node_id, dropped = budget.dropped, "agent sends control messages too fast; dropping them");
+                    }
+                }
                 None => break,
             },
             accepted = tunnel.accept() => match accepted {
@@ -151,27 +158,88 @@ async fn agent_tunnel(
 
 fn handle_agent_control(state: &AppState, node_id: &str, payload: &[u8]) {
     match ControlMessage::decode(payload) {
-        Ok(ControlMessage::Facts(facts)) => {
-            let NodeFacts {
-                agent_version,
-                os,
-                hostname,
-                addresses,
-                tunnel_mode,
-                actions,
-            } = facts;
-            let facts = adit_store::NodeFacts {
-                agent_version: Some(agent_version),
-                os: Some(os),
-                hostname: Some(hostname),
-                addresses,
-                tunnel_mode,
-                actions: stored_actions(&actions),
-            };
-            state.presence.facts(node_id, facts);
-        }
+        Ok(ControlMessage::Facts(facts)) => match bounded_facts(&facts) {
+            Ok(facts) => state.presence.facts(node_id, facts),
+            Err(why) => tracing::warn!(%node_id, %why, "refused the facts the agent reported"),
+        },
         Ok(_) => {}
         Err(e) => tracing::debug!(%node_id, error = %e, "ignoring unknown control message"),
+    }
+}
+
+/// Longest agent-reported fact (version, OS, host name, tunnel mode, an address).
+pub(crate) const MAX_FACT_LEN: usize = 256;
+/// Most addresses an agent may report.
+pub(crate) const MAX_ADDRESSES: usize = 64;
+
+/// What a device reports about itself, as the store keeps it: every field bounded
+/// (a compromised device must not fill the store), actions trimmed to what is kept.
+pub(crate) fn bounded_facts(f: &NodeFacts) -> Result<adit_store::NodeFacts, String> {
+    let fields = [
+        ("agent_version", &f.agent_version),
+        ("os", &f.os),
+        ("hostname", &f.hostname),
+        ("tunnel_mode", &f.tunnel_mode),
+    ];
+    for (name, value) in fields {
+        if value.len() > MAX_FACT_LEN {
+            return Err(format!("facts.{name} is longer than {MAX_FACT_LEN} bytes"));
+        }
+    }
+    if f.addresses.len() > MAX_ADDRESSES || f.addresses.iter().any(|a| a.len() > MAX_FACT_LEN) {
+        return Err(format!(
+            "facts.addresses must list at most {MAX_ADDRESSES} addresses of at most \
+             {MAX_FACT_LEN} bytes"
+        ));
+    }
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(adit_store::NodeFacts {
+        agent_version: opt(&f.agent_version),
+        os: opt(&f.os),
+        hostname: opt(&f.hostname),
+        addresses: f.addresses.clone(),
+        tunnel_mode: if f.tunnel_mode.is_empty() {
+            adit_store::DEFAULT_TUNNEL_MODE.to_string()
+        } else {
+            f.tunnel_mode.clone()
+        },
+        actions: stored_actions(&f.actions),
+    })
+}
+
+/// How many control messages an agent may send: a burst, then one a second. What
+/// is over is dropped (a device cannot keep the server busy through its tunnel).
+struct ControlBudget {
+    tokens: f64,
+    last: tokio::time::Instant,
+    dropped: u64,
+}
+
+impl ControlBudget {
+    const BURST: f64 = 8.0;
+    const PER_SEC: f64 = 1.0;
+
+    fn new() -> Self {
+        Self {
+            tokens: Self::BURST,
+            last: tokio::time::Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether one more message may be handled now.
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * Self::PER_SEC;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
     }
 }
 
@@ -1069,6 +1137,62 @@ async fn audit_stream(
 #[cfg(test)]
 mod tests {
     use adit_api::toolbox::ActionInfo;
+
+    use super::{bounded_facts, ControlBudget, NodeFacts, MAX_ADDRESSES, MAX_FACT_LEN};
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            agent_version: "0.1.0".into(),
+            os: "linux".into(),
+            hostname: "dev1".into(),
+            addresses: vec!["10.0.0.5".into()],
+            tunnel_mode: "persistent".into(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Whatever a device reports is bounded before it reaches the store.
+    #[test]
+    fn reported_facts_are_bounded() {
+        assert!(bounded_facts(&facts()).is_ok());
+        let long = "x".repeat(MAX_FACT_LEN + 1);
+        let mut cases = Vec::new();
+        for field in 0..5 {
+            let mut f = facts();
+            match field {
+                0 => f.agent_version = long.clone(),
+                1 => f.os = long.clone(),
+                2 => f.hostname = long.clone(),
+                3 => f.tunnel_mode = long.clone(),
+                _ => f.addresses = vec![long.clone()],
+            }
+            cases.push(f);
+        }
+        let mut many = facts();
+        many.addresses = vec!["10.0.0.1".into(); MAX_ADDRESSES + 1];
+        cases.push(many);
+        for f in cases {
+            assert!(bounded_facts(&f).is_err(), "{f:?}");
+        }
+    }
+
+    /// A device flooding its control stream gets a burst, then one message a second.
+    #[tokio::test(start_paused = true)]
+    async fn control_messages_are_rate_limited() {
+        let mut budget = ControlBudget::new();
+        let allowed = (0..100).filter(|_| budget.allow()).count();
+        assert_eq!(allowed, 8);
+        assert_eq!(budget.dropped, 92);
+        tokio::time::advance(std::time::Duration::from_secs(3)).await;
+        let allowed = (0..100).filter(|_| budget.allow()).count();
+        assert_eq!(allowed, 3);
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        assert_eq!(
+            (0..100).filter(|_| budget.allow()).count(),
+            8,
+            "refills up to the burst only"
+        );
+    }
 
     #[test]
     fn reported_actions_are_bounded() {

@@ -13,9 +13,6 @@ use crate::audit;
 use crate::metrics::Metrics;
 use crate::state::{AppState, ClientAddr, PeerCert};
 
-const MAX_FACT_LEN: usize = 256;
-const MAX_ADDRESSES: usize = 64;
-
 fn invalid_token() -> ApiFailure {
     ApiFailure::unauthenticated(
         "invalid join token; check that it was copied whole, or ask an admin for a new one",
@@ -303,36 +300,5 @@ pub(crate) fn validate_node_name(name: &str) -> Result<(), ApiFailure> {
 
 /// The agent's facts as the store keeps them, bounded.
 fn store_facts(f: &adit_api::NodeFacts) -> Result<adit_store::NodeFacts, ApiFailure> {
-    let fields = [
-        ("agent_version", &f.agent_version),
-        ("os", &f.os),
-        ("hostname", &f.hostname),
-        ("tunnel_mode", &f.tunnel_mode),
-    ];
-    for (name, value) in fields {
-        if value.len() > MAX_FACT_LEN {
-            return Err(ApiFailure::bad_request(format!(
-                "facts.{name} is longer than {MAX_FACT_LEN} bytes"
-            )));
-        }
-    }
-    if f.addresses.len() > MAX_ADDRESSES || f.addresses.iter().any(|a| a.len() > MAX_FACT_LEN) {
-        return Err(ApiFailure::bad_request(format!(
-            "facts.addresses must list at most {MAX_ADDRESSES} addresses of at most \
-             {MAX_FACT_LEN} bytes"
-        )));
-    }
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Ok(adit_store::NodeFacts {
-        agent_version: opt(&f.agent_version),
-        os: opt(&f.os),
-        hostname: opt(&f.hostname),
-        addresses: f.addresses.clone(),
-        tunnel_mode: if f.tunnel_mode.is_empty() {
-            adit_store::DEFAULT_TUNNEL_MODE.to_string()
-        } else {
-            f.tunnel_mode.clone()
-        },
-        actions: crate::proxy::stored_actions(&f.actions),
-    })
+    crate::proxy::bounded_facts(f).map_err(ApiFailure::bad_request)
 }
