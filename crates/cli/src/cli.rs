@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::output::OutputFormat;
 
+/// The heading of the options every command takes, listed after the command's own.
+const GLOBAL: &str = "Global options";
+
 /// Suffix that marks node names in ssh host names (`ssh pi@kiosk-7.adit`).
 pub const NODE_SUFFIX: &str = ".adit";
 
@@ -17,11 +20,12 @@ pub const NODE_SUFFIX: &str = ".adit";
 #[command(name = "adit", version, propagate_version = true)]
 pub struct Cli {
     /// How to print listings.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table,
+          help_heading = GLOBAL)]
     pub output: OutputFormat,
 
     /// Server URL (https://host:port); overrides the one saved by `adit login`.
-    #[arg(long, global = true, env = "ADIT_SERVER", value_name = "URL")]
+    #[arg(long, global = true, env = "ADIT_SERVER", value_name = "URL", help_heading = GLOBAL)]
     pub server: Option<String>,
 
     /// Use this token instead of the saved login: a session token from `adit access
@@ -32,13 +36,14 @@ pub struct Cli {
         global = true,
         env = "ADIT_TOKEN",
         value_name = "JWT",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = GLOBAL
     )]
     pub token: Option<String>,
 
     /// Which instance of a session token this client is (1 to the token's instances).
     #[arg(long, global = true, env = "ADIT_INSTANCE", value_name = "K",
-          value_parser = clap::value_parser!(u8).range(1..=5))]
+          value_parser = clap::value_parser!(u8).range(1..=5), help_heading = GLOBAL)]
     pub instance: Option<u8>,
 
     #[command(subcommand)]

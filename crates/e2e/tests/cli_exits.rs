@@ -278,3 +278,53 @@ fn messages_say_what_to_do() {
         "{out}"
     );
 }
+
+/// `adit query NODE cat` of a binary file refuses to garble a terminal (as `git`
+/// does) and prints it when redirected; per-command help lists the command's own
+/// options before the global ones.
+#[test]
+fn binary_cat_and_help_layout() {
+    let tmp = TempDir::new("binary-cat");
+    let home = tmp.path().join("home");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    login(&home, &server);
+    let root = std::fs::canonicalize(tmp.path()).unwrap().join("files");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("blob.bin");
+    std::fs::write(&file, [0u8, 159, 146, 150, 0xff, 0xfe, 7, 27]).unwrap();
+    let root_s = root.display().to_string();
+    let _dev1 = start_agent(
+        &home,
+        &server,
+        tmp.path(),
+        "dev1",
+        &["--file-root", &root_s],
+    );
+    let command = format!(
+        "{} query dev1 cat {}",
+        bin("adit").display(),
+        file.display()
+    );
+    // On a terminal (script(1) gives the command one): refused, with what to do.
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("ADIT_HOME", &home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("is a binary file"), "{said}");
+    // Redirected: printed.
+    let out = adit(
+        &home,
+        &["query", "dev1", "cat", &file.display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!out.stdout.is_empty());
+
+    let help = ok(adit(&home, &["exec", "-h"]), "exec -h");
+    let at = |s: &str| help.find(s).unwrap_or_else(|| panic!("no {s} in {help}"));
+    assert!(at("--cwd") < at("Global options:"), "{help}");
+    assert!(at("Global options:") < at("--server"), "{help}");
+}

@@ -1,6 +1,7 @@
 //! `adit query NODE WHAT [ARG]`: one typed diagnostic from a node's agent, as JSON
 //! (`--output json`) or as a table; `--selector` asks every matching online node.
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 
 use adit_api::kinds;
@@ -61,6 +62,15 @@ pub async fn query(ctx: &Ctx, args: QueryArgs) -> Result<u8> {
                 result.map_err(|e| e.context(format!("query {} on node {node}", spec.what)))?;
             if ctx.json() {
                 crate::output::print_json(&value)?;
+            } else if is_binary_cat(&value) && std::io::stdout().is_terminal() {
+                // As `git` does: binary bytes would garble the terminal.
+                return Err(UsageError(format!(
+                    "{} on node {node} is a binary file; redirect the output, or use \
+                     `--output json` (or `adit cp {node}:{} .`)",
+                    s(&value["path"]),
+                    s(&value["path"])
+                ))
+                .into());
             } else {
                 print!("{}", render(&value));
             }
@@ -128,6 +138,11 @@ pub(crate) fn verdict(v: &Value) -> Verdict {
     } else {
         Verdict::Passed
     }
+}
+
+/// A `cat` answer whose bytes are not text.
+fn is_binary_cat(v: &Value) -> bool {
+    v["query"] == "cat" && v["utf8"] == Value::Bool(false)
 }
 
 /// Asks one node over `connection`; the agent's JSON answer.
