@@ -255,6 +255,18 @@ fn messages_say_what_to_do() {
         err.contains("session token") && !err.contains("API token"),
         "{err}"
     );
+    // The server's log tells an operator who logged in, which node came and what
+    // was refused, by name.
+    let _ = adit(&home, &["exec", "dev1", "--", "true"]);
+    let log = server.proc.output_so_far();
+    for line in [
+        "login refused",
+        "user=admin",
+        "agent connected node=dev1",
+        "stream refused by the node node=dev1",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the server log:\n{log}");
+    }
     // A lifetime out of range names the option the user typed.
     let err = fails(
         adit(&home, &["api-tokens", "create", "x", "--ttl", "5s"]),

@@ -51,7 +51,10 @@ pub async fn handle_tunnel(
 }
 
 /// Why an agent may not hold a tunnel, if it may not.
-pub(crate) fn agent_refusal(state: &AppState, cert: &[u8]) -> Result<(String, i64), String> {
+pub(crate) fn agent_refusal(
+    state: &AppState,
+    cert: &[u8],
+) -> Result<(String, String, i64), String> {
     let node_id = adit_pki::node_id_from_cert_der(cert).map_err(|e| e.to_string())?;
     let serial = adit_pki::serial_hex_from_cert_der(cert).map_err(|e| e.to_string())?;
     let store = &state.store;
@@ -60,16 +63,16 @@ pub(crate) fn agent_refusal(state: &AppState, cert: &[u8]) -> Result<(String, i6
         Ok(true) => return Err("the node's certificate is revoked".into()),
         Err(e) => return Err(format!("could not check the certificate: {e}")),
     }
-    match store.node_any_tenant(&node_id) {
-        Ok(Some(n)) if n.revoked_at.is_none() => {}
+    let name = match store.node_any_tenant(&node_id) {
+        Ok(Some(n)) if n.revoked_at.is_none() => n.name,
         Ok(Some(_)) => return Err("the node is revoked".into()),
         Ok(None) => return Err("the node is unknown".into()),
         Err(e) => return Err(format!("could not look up the node: {e}")),
-    }
+    };
     let not_after = adit_pki::not_after_from_cert_der(cert)
         .map_err(|e| e.to_string())?
         .unix_timestamp();
-    Ok((node_id, not_after))
+    Ok((node_id, name, not_after))
 }
 
 async fn agent_tunnel(
@@ -80,7 +83,7 @@ async fn agent_tunnel(
     shutdown: CancellationToken,
 ) {
     let (tunnel, driver) = Tunnel::spawn(tls, Side::Server, Config::default());
-    let (node_id, not_after) = match agent_refusal(&state, &cert) {
+    let (node_id, node_name, not_after) = match agent_refusal(&state, &cert) {
         Ok(x) => x,
         Err(why) => {
             tracing::info!(%peer, %why, "agent refused");
@@ -107,7 +110,7 @@ async fn agent_tunnel(
         .status(&node_id, NodeStatus::Online, adit_store::now_millis());
     Metrics::inc(&state.metrics.tunnels_active);
     Metrics::inc(&state.metrics.tunnels_total);
-    tracing::info!(%node_id, %peer, "agent connected");
+    tracing::info!(node = %node_name, %node_id, %peer, "agent connected");
     // Sessions waiting for this node start now, not at the next tick.
     crate::sessions::tunnel_changed(&state, &node_id);
 
@@ -153,7 +156,7 @@ async fn agent_tunnel(
     }
     Metrics::dec(&state.metrics.tunnels_active);
     crate::sessions::tunnel_changed(&state, &node_id);
-    tracing::info!(%node_id, %reason, "agent disconnected");
+    tracing::info!(node = %node_name, %node_id, %reason, "agent disconnected");
 }
 
 fn handle_agent_control(state: &AppState, node_id: &str, payload: &[u8]) {
@@ -696,6 +699,10 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
         Ok(r) => r,
         Err((refusal, ctx)) => {
             Metrics::inc(&state.metrics.streams_denied);
+            tracing::info!(
+                %peer, kind = %header.kind, target = %header.target, reason = %refusal.reason,
+                "stream refused"
+            );
             if let Some(ctx) = ctx {
                 crate::audit::record(
                     &state,
@@ -730,10 +737,15 @@ async fn relay(state: AppState, client: Stream, header: OpenHeader, peer: Socket
         what: route.what.clone(),
         via: kinds::SHELL,
     };
+    let node_name = route.node.name.clone();
     if let Err(why) =
         relay_kind_to_agent(&state, &route.agent, &mut client, target, stream, peer).await
     {
-        // The agent refused or the target failed: tell the client why.
+        // The agent refused or the target failed: tell the client why, and the log.
+        tracing::info!(
+            node = %node_name, %peer, kind = %header.kind, reason = %why,
+            "stream refused by the node"
+        );
         client.reset(reset_code::UNREACHABLE, &why);
     }
 }

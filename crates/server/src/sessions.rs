@@ -640,13 +640,14 @@ async fn endpoint_connection(
         .ok()
         .flatten()
         .map_or(ra.expiration_timestamp, |r| r.expiration_timestamp);
+    let node_name = node
+        .as_ref()
+        .map_or(ra.instance.as_str(), |n| n.name.as_str());
     let relay = Relay {
         tenant_id: &ra.tenant_id,
         actor: &ra.created_by,
         node_id: &ra.instance,
-        node_name: node
-            .as_ref()
-            .map_or(ra.instance.as_str(), |n| n.name.as_str()),
+        node_name,
         target: &ra.target,
         session: Some(&ra.resource_id),
         cancel: Some(&cancel),
@@ -655,7 +656,11 @@ async fn endpoint_connection(
         backing,
     };
     if let Err(why) = relay_to_agent(&state, &agent, &mut tcp, relay, peer).await {
-        tracing::debug!(session = %ra.resource_id, %why, "endpoint connection ended");
+        // The client (plain ssh) cannot be told; the log and the audit say why.
+        tracing::info!(
+            session = %ra.resource_id, node = %node_name, %peer, reason = %why,
+            "endpoint connection refused"
+        );
     }
 }
 

@@ -51,7 +51,7 @@ pub(super) async fn poll(
             "the demand poll needs the node's client certificate (mutual TLS)",
         ));
     };
-    let (node_id, _) = crate::proxy::agent_refusal(&state, &der).map_err(|why| {
+    let (node_id, _, _) = crate::proxy::agent_refusal(&state, &der).map_err(|why| {
         if why.contains("revoked") {
             ApiFailure::forbidden(why)
         } else {

@@ -103,6 +103,12 @@ pub(super) async fn login(
                 } else {
                     "wrong password"
                 };
+                tracing::info!(
+                    user = %user.name, tenant = %tenant.name, ?source, %reason,
+                    locked_out_secs = ?lockout.map(|d| d.as_secs()),
+                    account_locked_out_secs = ?account_lockout.map(|d| d.as_secs()),
+                    "login refused"
+                );
                 audit::record(
                     &state,
                     &tenant.id,
@@ -129,6 +135,7 @@ pub(super) async fn login(
     if let Some(account) = &account {
         limiter.record_success(account);
     }
+    tracing::info!(user = %user.name, tenant = %tenant.name, ?source, "login");
     let (access_token, expires_at) =
         auth::issue_access_token(&state, &user, &tenant).map_err(|e| {
             tracing::error!(error = %e, "signing an access token failed");
