@@ -498,12 +498,7 @@ mod tests {
             let spec = QuerySpec {
                 what: what.into(),
                 arg: Some(arg.into()),
-                count: None,
-                top: None,
-                sort: None,
-                pattern: None,
-                since_secs: None,
-                lines: None,
+                ..Default::default()
             };
             allow.allows_reach(&spec.reach().unwrap().unwrap())
         };

@@ -76,10 +76,6 @@ pub(crate) fn open_error(path: &str, e: std::io::Error) -> Refusal {
     Refusal(code, format!("cannot open {path}: {e}"))
 }
 
-fn libc_error(code: i32) -> std::io::Error {
-    std::io::Error::from_raw_os_error(code)
-}
-
 /// Hashes the first `len` bytes of `file` from its start.
 async fn hash_prefix(file: &mut File, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(0)).await?;
@@ -184,7 +180,12 @@ async fn put(stream: &mut Stream, spec: &FileSpec, roots: &[PathBuf]) -> Result<
     let mode = match at.stat() {
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Some(st.st_mode & 0o7777),
-            FileType::Symlink => return Err(open_error(&spec.path, libc_error(libc::ELOOP))),
+            FileType::Symlink => {
+                return Err(open_error(
+                    &spec.path,
+                    std::io::Error::from_raw_os_error(libc::ELOOP),
+                ))
+            }
             _ => return Err(denied(format!("{} is not a regular file", spec.path))),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

@@ -165,5 +165,5 @@ pub(crate) async fn post_json<B: Serialize, R: DeserializeOwned>(
 
 /// Whether a transport error was the pinned verifier refusing the server's CA.
 pub(crate) fn is_pin_mismatch(e: &reqwest::Error) -> bool {
-    crate::error::error_chain(e).contains("does not match pinned")
+    crate::error::error_chain(e).contains(adit_pki::PIN_MISMATCH)
 }

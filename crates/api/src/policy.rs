@@ -895,12 +895,7 @@ mod tests {
         let spec = |what: &str, arg: &str| QuerySpec {
             what: what.into(),
             arg: Some(arg.into()),
-            count: None,
-            top: None,
-            sort: None,
-            pattern: None,
-            since_secs: None,
-            lines: None,
+            ..Default::default()
         };
         for (what, hostile) in [
             ("tcp", " 127.0.0.1:22"),

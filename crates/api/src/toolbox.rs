@@ -544,15 +544,7 @@ pub struct Reach {
     pub port: Option<u16>,
 }
 
-/// The queries that reach the network (see [`Reach`]).
-pub const CONNECTING_QUERIES: &[&str] = &["tcp", "http", "ping", "traceroute", "dns"];
-
 impl Reach {
-    /// `HOST:PORT` for queries that connect.
-    pub fn target(&self) -> Option<String> {
-        self.port.map(|p| format!("{}:{p}", self.host))
-    }
-
     /// The host with a stand-in port, for what classifies `HOST:PORT` text.
     pub fn as_target(&self) -> String {
         format!("{}:{}", self.host, self.port.unwrap_or(1))
@@ -569,8 +561,8 @@ impl Reach {
 
 impl std::fmt::Display for Reach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.target() {
-            Some(t) => f.write_str(&t),
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
             None => f.write_str(&self.host),
         }
     }

@@ -267,9 +267,9 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let text = s.to_string();
-        if let Some(at) = text.find("server CA does not match pinned ") {
-            let pin = text[at..]
-                .trim_start_matches("server CA does not match pinned ")
+        if let Some(at) = text.find(adit_pki::PIN_MISMATCH) {
+            let pin = text[at + adit_pki::PIN_MISMATCH.len()..]
+                .trim_start()
                 .split([';', '"', ' '])
                 .next()
                 .unwrap_or_default();

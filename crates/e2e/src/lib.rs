@@ -242,22 +242,27 @@ pub fn fails(out: Output, what: &str) -> String {
 
 pub fn login(home: &Path, server: &Server) {
     ok(
-        adit_stdin(
-            home,
-            &[
-                "login",
-                "--server",
-                &server.url,
-                "--user",
-                "admin",
-                "--password-stdin",
-                "--ca-pin",
-                &server.pin,
-            ],
-            Some(&format!("{ADMIN_PASSWORD}\n")),
-        ),
+        login_with(home, server, &server.pin, ADMIN_PASSWORD),
         "adit login",
     );
+}
+
+/// `adit login` as admin with this CA pin and password, whatever the outcome.
+pub fn login_with(home: &Path, server: &Server, pin: &str, password: &str) -> Output {
+    adit_stdin(
+        home,
+        &[
+            "login",
+            "--server",
+            &server.url,
+            "--user",
+            "admin",
+            "--password-stdin",
+            "--ca-pin",
+            pin,
+        ],
+        Some(&format!("{password}\n")),
+    )
 }
 
 /// A node's status as the API reports it.

@@ -166,31 +166,19 @@ fn messages_say_what_to_do() {
     let tmp = TempDir::new("hints");
     let home = tmp.path().join("home");
     let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
-    let login_with = |pin: &str, password: &str| {
-        adit_stdin(
-            &tmp.path().join("fresh"),
-            &[
-                "login",
-                "--server",
-                &server.url,
-                "--user",
-                "admin",
-                "--password-stdin",
-                "--ca-pin",
-                pin,
-            ],
-            Some(&format!("{password}\n")),
-        )
-    };
+    let fresh = tmp.path().join("fresh");
     // A wrong CA pin: the verdict, without the TLS library's structures.
     let wrong_pin = format!("sha256:{}", "0".repeat(64));
-    let err = fails(login_with(&wrong_pin, ADMIN_PASSWORD), "wrong pin");
+    let err = fails(
+        login_with(&fresh, &server, &wrong_pin, ADMIN_PASSWORD),
+        "wrong pin",
+    );
     assert!(err.contains("does not match the pin sha256:000"), "{err}");
     for noise in ["Other(", "OtherError", "Tls {", "join token"] {
         assert!(!err.contains(noise), "{noise:?} in {err}");
     }
     // A wrong password: exit 1, and no hint to run `adit login` again.
-    let out = login_with(&server.pin, "not-the-password");
+    let out = login_with(&fresh, &server, &server.pin, "not-the-password");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

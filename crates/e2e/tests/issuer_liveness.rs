@@ -247,18 +247,7 @@ fn binding_id(admin: &Path, user: &str) -> String {
 
 #[test]
 fn withdrawn_users_lose_every_derived_credential() {
-    let tmp = TempDir::new("liveness");
-    let admin = tmp.path().join("admin");
-    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
-    login(&admin, &server);
-    let echo = echo_server();
-    let _agent = start_agent(
-        &admin,
-        &server,
-        tmp.path(),
-        "dev1",
-        &["--allow", &format!("127.0.0.1:{echo}")],
-    );
+    let (tmp, admin, server, echo, _agent) = lab("liveness");
 
     let kinds = ["login token", "API token", "session token", "endpoint"];
     for event in ["disable", "delete", "role removal"] {
@@ -359,18 +348,7 @@ fn withdrawn_users_lose_every_derived_credential() {
 
 #[test]
 fn tokens_never_mint_tokens() {
-    let tmp = TempDir::new("minting");
-    let admin = tmp.path().join("admin");
-    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
-    login(&admin, &server);
-    let echo = echo_server();
-    let _agent = start_agent(
-        &admin,
-        &server,
-        tmp.path(),
-        "dev1",
-        &["--allow", &format!("127.0.0.1:{echo}")],
-    );
+    let (_tmp, admin, _server, _echo, _agent) = lab("minting");
     let (api, session) = api_and_session_tokens(&admin);
     // caller kind × token kind: only a login mints.
     let mint_session = ["access", "token", "dev1", "--ttl", "1h"];
@@ -410,4 +388,22 @@ fn api_and_session_tokens(home: &Path) -> (String, String) {
         made(&["api-tokens", "create", "bot", "--ttl", "1h"], "api token"),
         made(&["access", "token", "dev1", "--ttl", "1h"], "session token"),
     )
+}
+
+/// A server, an admin login in `admin`, an echo server and node dev1 allowed to reach
+/// it: (temp dir, admin home, server, echo port, agent).
+fn lab(tag: &str) -> (TempDir, PathBuf, Server, u16, Proc) {
+    let tmp = TempDir::new(tag);
+    let admin = tmp.path().join("admin");
+    let server = Server::start(&tmp.path().join("data"), free_port()).unwrap();
+    login(&admin, &server);
+    let echo = echo_server();
+    let agent = start_agent(
+        &admin,
+        &server,
+        tmp.path(),
+        "dev1",
+        &["--allow", &format!("127.0.0.1:{echo}")],
+    );
+    (tmp, admin, server, echo, agent)
 }

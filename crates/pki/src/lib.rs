@@ -33,6 +33,7 @@ pub use pin::CaPin;
 pub use secret::Secret;
 pub use tls::{
     client_config, peer_cert_der, pinned_client_config, server_config, web_client_config,
+    PIN_MISMATCH,
 };
 pub use verified::{Verified, VERIFIED_CAPACITY};
 

@@ -15,6 +15,10 @@ use rustls::{
 
 use crate::{CaPin, PkiError, Result};
 
+/// How the pinned verifier's refusal starts, followed by the pin (`sha256:...`):
+/// callers that must tell a wrong pin from other TLS failures look for it.
+pub const PIN_MISMATCH: &str = "server CA does not match pinned";
+
 /// Server configuration presenting `chain_pem` (leaf first; include the CA certificate so
 /// pinned first-contact clients can find it) with the private key `key_pem`.
 ///
@@ -172,7 +176,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
                 rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
                     Arc::new(PkiError::Tls {
                         reason: format!(
-                            "server CA does not match pinned {}; check the pin (from the join token or --ca-pin) and that you are talking to the right server",
+                            "{PIN_MISMATCH} {}; check the pin (from the join token or --ca-pin) and that you are talking to the right server",
                             self.pin
                         ),
                     }),

@@ -163,7 +163,7 @@ async fn download(ctx: &Ctx, node: &str, path: &str, local: &Path, resume: bool)
                     progress.finish();
                     let ours: [u8; 32] = hasher.finalize().into();
                     if size != total || sha256 != ours {
-                        return Err(Failure::Verification(format!(
+                        return Err(VerificationFailed(format!(
                             "verification failed: {what} has {size} bytes with SHA-256 {}, but the copy has {total} bytes with SHA-256 {}; \
                              the copy is dropped and {shown} is left as it was, copy again",
                             hex::encode(sha256),
@@ -202,7 +202,7 @@ async fn download(ctx: &Ctx, node: &str, path: &str, local: &Path, resume: bool)
             let empty = tokio::fs::metadata(&partial)
                 .await
                 .is_ok_and(|m| m.len() == 0);
-            if empty || e.downcast_ref::<Failure>().is_some() {
+            if empty || e.downcast_ref::<VerificationFailed>().is_some() {
                 let _ = tokio::fs::remove_file(&partial).await;
             }
             Err(e)
@@ -226,19 +226,15 @@ fn partial_path(local: &Path) -> Result<PathBuf> {
 
 /// A copy that arrived whole but wrong: it is dropped, not kept for `--resume`.
 #[derive(Debug)]
-enum Failure {
-    Verification(String),
-}
+struct VerificationFailed(String);
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for VerificationFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Verification(why) => f.write_str(why),
-        }
+        f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for VerificationFailed {}
 
 // === upload ===
 
