@@ -63,6 +63,47 @@ pub struct Agent {
     proxy: ProxySettings,
     facts: NodeFacts,
     creds: Arc<Credentials>,
+    /// The tunnel's TLS configuration for the current credentials. Kept across
+    /// reconnects: rustls stores the server's session tickets in it, so a reconnect
+    /// (after a server restart, say) resumes the TLS session instead of signing and
+    /// verifying certificates again.
+    tunnel_tls: PerCreds<Arc<rustls::ClientConfig>>,
+    /// The demand poll's HTTP client (and with it its TLS configuration and idle
+    /// connection) for the current credentials.
+    demand_client: PerCreds<reqwest::Client>,
+}
+
+/// A value built from the credentials, kept until they change (certificate renewal).
+struct PerCreds<T>(std::sync::Mutex<Option<(Arc<Credentials>, T)>>);
+
+impl<T: Clone> PerCreds<T> {
+    fn get_or_build<E>(
+        &self,
+        creds: &Arc<Credentials>,
+        build: impl FnOnce(&Credentials) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_for, value)) = slot.as_ref() {
+            if Arc::ptr_eq(built_for, creds) {
+                return Ok(value.clone());
+            }
+        }
+        let value = build(creds)?;
+        *slot = Some((creds.clone(), value.clone()));
+        Ok(value)
+    }
+}
+
+impl<T> Default for PerCreds<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T> std::fmt::Debug for PerCreds<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PerCreds")
+    }
 }
 
 /// Validates `config`, loads the enrolment and runs the agent until `shutdown`
@@ -96,15 +137,19 @@ impl Agent {
             reconnect_max: config.reconnect_max(),
             tunnel_mode: config.tunnel,
             clocks: Default::default(),
-            proxy: ProxySettings::direct(),
+            proxy: ProxySettings::direct().with_source_address(config.source_address),
             facts,
             creds: Arc::new(creds),
+            tunnel_tls: PerCreds::default(),
+            demand_client: PerCreds::default(),
         })
     }
 
-    /// Dials the server through these HTTP proxy settings (default: direct).
+    /// Dials the server through these HTTP proxy settings (default: direct). The
+    /// configuration's `source_address` is kept unless `proxy` sets one.
     pub fn with_proxy(mut self, proxy: ProxySettings) -> Self {
-        self.proxy = proxy;
+        let source = proxy.source_address().or(self.proxy.source_address());
+        self.proxy = proxy.with_source_address(source);
         self
     }
 
@@ -132,6 +177,7 @@ impl Agent {
                 server: self.server.clone(),
                 creds: creds_tx,
                 renew_now: renew_now.clone(),
+                source: self.proxy.source_address(),
             }
             .run(),
         ));
@@ -296,16 +342,19 @@ impl Agent {
         tunnel_up: bool,
     ) -> Result<adit_api::DemandResponse> {
         let creds = creds_rx.borrow().clone();
-        let tls = adit_pki::client_config(
-            &creds.ca_pem,
-            Some((&creds.cert_pem, creds.key_pem.expose())),
-            &[b"http/1.1"],
-        )?;
         let wait = adit_api::MAX_DEMAND_WAIT_SECS;
-        let client = crate::server::http_client_with_timeout(
-            tls,
-            Duration::from_secs(u64::from(wait) + 15),
-        )?;
+        let client = self.demand_client.get_or_build(&creds, |creds| {
+            let tls = adit_pki::client_config(
+                &creds.ca_pem,
+                Some((&creds.cert_pem, creds.key_pem.expose())),
+                &[b"http/1.1"],
+            )?;
+            crate::server::http_client_with_timeout(
+                tls,
+                self.proxy.source_address(),
+                Duration::from_secs(u64::from(wait) + 15),
+            )
+        })?;
         let url = self.server.api(adit_api::paths::AGENT_DEMAND);
         let request = adit_api::DemandRequest {
             tunnel_up,
@@ -346,13 +395,17 @@ impl Agent {
     }
 
     /// Dial (through the proxy, if any), TLS with the node certificate, `adit/1` HELLO.
-    async fn connect(&self, creds: &Credentials) -> Result<(Tunnel, JoinHandle<()>), String> {
-        let tls_config = adit_pki::client_config(
-            &creds.ca_pem,
-            Some((&creds.cert_pem, creds.key_pem.expose())),
-            &[ALPN],
-        )
-        .map_err(|e| e.to_string())?;
+    async fn connect(&self, creds: &Arc<Credentials>) -> Result<(Tunnel, JoinHandle<()>), String> {
+        let tls_config = self
+            .tunnel_tls
+            .get_or_build(creds, |creds| {
+                adit_pki::client_config(
+                    &creds.ca_pem,
+                    Some((&creds.cert_pem, creds.key_pem.expose())),
+                    &[ALPN],
+                )
+            })
+            .map_err(|e| e.to_string())?;
         let name = self.server.server_name().map_err(|e| e.to_string())?;
         let host = self.server.host();
         let port = self.server.port();

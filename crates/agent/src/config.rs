@@ -76,6 +76,10 @@ pub struct AgentConfig {
     /// `command = ["systemctl", "reboot"]`. None by default: nothing runs unless the
     /// device owner defines it here.
     pub actions: BTreeMap<String, ActionConfig>,
+    /// The local IP address the agent's connections to the server (tunnel, renewals,
+    /// demand polls; or to the HTTP proxy) leave from, e.g. to pick one uplink of
+    /// several. Default: the system's choice.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// One device action: a hook command the agent runs (no shell unless the command names
@@ -173,6 +177,7 @@ impl Default for AgentConfig {
             shell: None,
             allow_query: true,
             actions: BTreeMap::new(),
+            source_address: None,
         }
     }
 }
@@ -200,6 +205,14 @@ impl AgentConfig {
         for (i, entry) in self.allow.iter().enumerate() {
             if let Err(e) = Target::parse(entry) {
                 problems.push(format!("allow[{i}]: {e}"));
+            }
+        }
+        if let Some(ip) = self.source_address {
+            if ip.is_unspecified() || ip.is_multicast() {
+                problems.push(format!(
+                    "source_address: {ip} is not an address of this device; leave it out to let \
+                     the system choose"
+                ));
             }
         }
         if self.reconnect_max_secs == 0 || self.reconnect_max_secs > 3600 {
@@ -526,6 +539,27 @@ mod tests {
                 "{what} {arg}"
             );
         }
+    }
+
+    #[test]
+    fn source_address_parses_and_must_be_a_local_kind_of_address() {
+        let c = AgentConfig::from_toml("source_address = \"10.1.2.3\"\n").unwrap();
+        assert_eq!(c.source_address, Some("10.1.2.3".parse().unwrap()));
+        let c = AgentConfig::from_toml("source_address = \"fd00::7\"\n").unwrap();
+        assert_eq!(c.source_address, Some("fd00::7".parse().unwrap()));
+        for bad in ["0.0.0.0", "::", "224.0.0.1"] {
+            let e = AgentConfig::from_toml(&format!("source_address = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("source_address") && e.contains("not an address of this device"),
+                "{e}"
+            );
+        }
+        let e = AgentConfig::from_toml("source_address = \"eth0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source_address"), "{e}");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrollment> {
     let key_pem = adit_pki::generate_node_key()?;
     let csr_pem = adit_pki::make_csr(key_pem.expose(), &opts.name)?;
     let tls = adit_pki::pinned_client_config(token.ca_pin, &[b"http/1.1"])?;
-    let client = server::http_client(tls)?;
+    let client = server::http_client(tls, None)?;
     let url = server.api(paths::ENROLL);
     let request = EnrollRequest {
         token: opts.token.expose().trim().to_owned(),

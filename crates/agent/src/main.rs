@@ -92,6 +92,10 @@ struct RunArgs {
     /// (descriptions, harmless actions, arguments) in `[actions.NAME]` of the configuration.
     #[arg(long = "action", value_name = "NAME=COMMAND", value_parser = parse_action)]
     actions: Vec<(String, Vec<String>)>,
+    /// Local IP address the connections to the server (or proxy) leave from, e.g. to
+    /// use one uplink of several (overrides `source_address` in the configuration).
+    #[arg(long, value_name = "IP")]
+    source_address: Option<std::net::IpAddr>,
     /// Threads that carry the tunnel and its streams. 1 (the default) runs everything on
     /// one thread: the tunnel's TLS and framing are one task whatever the count, and one
     /// thread saves the wake-ups between threads (faster on small devices). More may help
@@ -237,6 +241,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.shell = std::env::var_os("SHELL")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
+    }
+    if let Some(ip) = args.source_address {
+        config.source_address = Some(ip);
     }
     match args.tunnel.as_deref() {
         Some("on-demand") => config.tunnel = adit_agent::config::TunnelMode::OnDemand,

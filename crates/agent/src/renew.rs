@@ -24,6 +24,8 @@ pub(crate) struct Renewal {
     pub creds: watch::Sender<Arc<Credentials>>,
     /// Signalled when the server sends `RenewSoon`.
     pub renew_now: Arc<Notify>,
+    /// The local address renewals leave from (`source_address`), if set.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// When renewal is due: when less than a third of the lifetime is left.
@@ -80,7 +82,7 @@ impl Renewal {
     }
 
     async fn renew_once(&self, current: &Credentials) -> Result<Credentials> {
-        renew(&self.state, &self.server, current).await
+        renew_from(&self.state, &self.server, current, self.source).await
     }
 }
 
@@ -91,6 +93,16 @@ pub async fn renew(
     server: &ServerUrl,
     current: &Credentials,
 ) -> Result<Credentials> {
+    renew_from(state, server, current, None).await
+}
+
+/// [`renew`], connecting from `source` when given.
+async fn renew_from(
+    state: &StateDir,
+    server: &ServerUrl,
+    current: &Credentials,
+    source: Option<std::net::IpAddr>,
+) -> Result<Credentials> {
     let key_pem = adit_pki::generate_node_key()?;
     let csr_pem = adit_pki::make_csr(key_pem.expose(), &current.node.node_name)?;
     let tls = adit_pki::client_config(
@@ -98,7 +110,7 @@ pub async fn renew(
         Some((&current.cert_pem, current.key_pem.expose())),
         &[b"http/1.1"],
     )?;
-    let client = server::http_client(tls)?;
+    let client = server::http_client(tls, source)?;
     let url = server.api(paths::RENEW);
     let response: EnrollResponse =
         match server::post_json(&client, url.clone(), "renewal", &RenewRequest { csr_pem }).await {

@@ -88,17 +88,23 @@ impl ServerUrl {
 // === HTTP ===
 
 /// A reqwest client over `tls` (a configuration from `adit_pki::tls`).
-pub(crate) fn http_client(tls: Arc<rustls::ClientConfig>) -> Result<reqwest::Client> {
-    http_client_with_timeout(tls, HTTP_TIMEOUT)
+pub(crate) fn http_client(
+    tls: Arc<rustls::ClientConfig>,
+    source: Option<std::net::IpAddr>,
+) -> Result<reqwest::Client> {
+    http_client_with_timeout(tls, source, HTTP_TIMEOUT)
 }
 
-/// [`http_client`] with another whole-request timeout (for long polls).
+/// [`http_client`] with another whole-request timeout (for long polls). Connections
+/// leave from `source` when given (the agent's `source_address`).
 pub(crate) fn http_client_with_timeout(
     tls: Arc<rustls::ClientConfig>,
+    source: Option<std::net::IpAddr>,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(Arc::unwrap_or_clone(tls))
+        .local_address(source)
         .timeout(timeout)
         .https_only(true)
         .build()

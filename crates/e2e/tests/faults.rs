@@ -453,3 +453,49 @@ fn server_kill9_during_enrolment_and_revocation_leaves_nothing_half_done() {
     );
     drop(server);
 }
+
+/// After `kill -9` and a restart on the same data directory, agents resume the TLS
+/// sessions the old process issued tickets for (the ticket keys are kept in the data
+/// directory, 0600), so a reconnecting fleet skips the certificate signatures; with the
+/// keys file gone they do full handshakes, and still connect.
+#[test]
+fn agents_resume_tls_sessions_across_a_server_restart() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = TempDir::new("tls-resume");
+    let (data, port) = (tmp.path().join("data"), free_port());
+    let mut server = Server::start(&data, port).unwrap();
+    let home = tmp.path().join("home");
+    login(&home, &server);
+    let nodes: Vec<(String, Vec<(String, String)>)> =
+        (0..3).map(|i| (format!("resume{i}"), Vec::new())).collect();
+    let _agents = start_fleet(&home, &server, &tmp.path().join("agents"), &nodes, &[]);
+    let keys = data.join("tls-ticket.keys");
+    let mode = std::fs::metadata(&keys)
+        .expect("ticket keys file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "ticket keys are private");
+
+    for keys_kept in [true, false] {
+        server.proc.kill();
+        if !keys_kept {
+            std::fs::remove_file(&keys).unwrap();
+        }
+        server = Server::start(&data, port).unwrap();
+        let back = wait_for(Duration::from_secs(60), || {
+            (metric(&server, "adit_tunnels_active")? == 3).then_some(())
+        });
+        assert!(
+            back.is_some(),
+            "all 3 agents reconnect (keys kept: {keys_kept})"
+        );
+        let resumed = metric(&server, "adit_tls_resumed_total").expect("resumed counter");
+        eprintln!("restart with ticket keys kept={keys_kept}: {resumed} resumed TLS sessions");
+        if keys_kept {
+            assert!(resumed >= 3, "each agent resumed its session: {resumed}");
+        } else {
+            assert_eq!(resumed, 0, "tickets sealed with lost keys cannot resume");
+        }
+    }
+}

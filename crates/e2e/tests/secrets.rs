@@ -10,7 +10,8 @@
 //! - the admin password, and a wrong password tried once;
 //! - the join token, and its secret part;
 //! - every base64 body line of the private keys (`ca.key`, `signing.key`,
-//!   `server.key` on the server, `node.key` on the agent);
+//!   `server.key` on the server, `node.key` on the agent) and the TLS
+//!   session-ticket keys (`tls-ticket.keys`);
 //! - every access token seen in the CLI profile, whole and its signature part;
 //! - anything shaped like a JWT (every JWT here is a bearer credential or a grant).
 //!
@@ -555,6 +556,12 @@ fn no_secret_reaches_any_log() {
         let pem = std::fs::read_to_string(data.join(name)).unwrap();
         needles.extend(key_needles(&format!("server {name}"), &pem));
     }
+    // The TLS session-ticket keys: the hex key of each line (`CREATED NAME KEY`).
+    let ticket_keys = std::fs::read_to_string(data.join("tls-ticket.keys")).unwrap();
+    for (i, line) in ticket_keys.lines().skip(1).enumerate() {
+        let key = line.split_whitespace().nth(2).expect("a ticket key line");
+        needles.push(needle(format!("server tls-ticket.keys key {}", i + 1), key));
+    }
     needles.extend(key_needles("agent node.key", &node_key_at_enrolment));
     let node_key_now = std::fs::read_to_string(state.join("node.key")).unwrap();
     if node_key_now != node_key_at_enrolment {
@@ -632,6 +639,7 @@ fn no_secret_reaches_any_log() {
         data.join("ca.key"),
         data.join("signing.key"),
         data.join("server.key"),
+        data.join("tls-ticket.keys"),
         state.join("node.key"),
         cli.home.join("profile.json"),
     ] {

@@ -19,6 +19,7 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Api {
     base: String,
+    pin: CaPin,
     client: reqwest::Client,
     token: Option<Arc<String>>,
 }
@@ -36,9 +37,16 @@ impl Api {
             .context("could not build the HTTP client")?;
         Ok(Self {
             base: server_url.trim_end_matches('/').to_owned(),
+            pin,
             client,
             token: None,
         })
+    }
+
+    /// A client of the same server with connections of its own (and no login), for
+    /// use on another runtime.
+    pub fn apart(&self) -> Result<Self> {
+        Self::new(&self.base, self.pin)
     }
 
     fn url(&self, path: &str) -> String {

@@ -119,6 +119,14 @@ struct Cli {
     /// The agents' reconnect backoff cap, seconds (the product default is 30).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     reconnect_max_secs: u64,
+    /// Dial every agent from the system's default address. By default, against a
+    /// server on a loopback address, each group of 250 agents dials from an address of
+    /// its own in 127.1.0.0/16 (the agents' `source_address`), as real devices have
+    /// addresses of their own: 18,000 connections from one address to one port make the
+    /// kernel search the ephemeral ports for a free one on every connect, which cost
+    /// this process over a third of its CPU and has nothing to do with the server.
+    #[arg(long)]
+    one_source: bool,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -232,6 +240,8 @@ struct RestartReport {
 struct Report {
     server_url: String,
     spawned: bool,
+    /// Source addresses the agents dialled from (0: the system's default address).
+    sources: u64,
     requested: u64,
     enrolled_new: u64,
     enrolled_reused: u64,
@@ -297,6 +307,29 @@ impl Report {
         }
         let cpu = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / self.clk_tck as f64;
         Some(cpu / secs * 100.0)
+    }
+
+    /// CPU seconds between `a` and `b`.
+    fn cpu_secs(&self, a: Option<Sample>, b: Option<Sample>) -> Option<f64> {
+        let (a, b) = (a?, b?);
+        Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / self.clk_tck as f64)
+    }
+
+    /// "S s / L s (s / l ms per agent)": the server's and this process's CPU from
+    /// the agents' start until the connect phase ended.
+    fn connect_cpu(&self) -> String {
+        let server = self.cpu_secs(self.server_before, self.server_connected);
+        let loadgen = self.cpu_secs(Some(self.self_before), Some(self.self_connected));
+        let n = self.connect.target.max(1) as f64;
+        match (server, loadgen) {
+            (Some(s), Some(l)) => format!(
+                "{s:.1} s / {l:.1} s ({:.2} / {:.2} ms per agent)",
+                s * 1000.0 / n,
+                l * 1000.0 / n
+            ),
+            (None, Some(l)) => format!("n/a / {l:.1} s"),
+            _ => "n/a".into(),
+        }
     }
 
     fn server_idle_cpu_pct(&self) -> Option<f64> {
@@ -383,6 +416,7 @@ impl Report {
             "server_url": self.server_url,
             "spawned_server": self.spawned,
             "agents": self.requested,
+            "source_addresses": self.sources,
             "enroll": {
                 "enrolled": self.enrolled(),
                 "new": self.enrolled_new,
@@ -431,11 +465,14 @@ impl Report {
                 self.enroll_secs
             ),
         ));
-        let rate = if self.connect_rate > 0.0 {
+        let mut rate = if self.connect_rate > 0.0 {
             format!("{}/s", self.connect_rate)
         } else {
             "all at once".into()
         };
+        if self.sources > 0 {
+            rate.push_str(&format!(", from {} addresses", self.sources));
+        }
         rows.push((
             "connect",
             format!("tunnels up ({rate})"),
@@ -450,6 +487,11 @@ impl Report {
                 fmt_dur(self.connect.t99),
                 fmt_dur(self.connect.t100)
             ),
+        ));
+        rows.push((
+            "",
+            "CPU while connecting: server / loadgen".into(),
+            self.connect_cpu(),
         ));
         rows.push((
             idle.as_str(),
@@ -692,12 +734,17 @@ async fn run(cli: Cli) -> Result<Report> {
     report.self_before = procstat::sample(None)?;
     report.server_before = server_pid.and_then(|p| procstat::sample(Some(p)).ok());
     report.other_tunnels = api.tunnels_active().await.unwrap_or(0);
+    let spread = !cli.one_source && server_is_loopback(&url);
+    if spread {
+        report.sources = dirs.len().div_ceil(250) as u64;
+    }
     let mut agents = Vec::with_capacity(dirs.len());
-    for dir in &dirs {
+    for (i, dir) in dirs.iter().enumerate() {
         let config = AgentConfig {
             server_url: Some(url.clone()),
             state_dir: dir.clone(),
             reconnect_max_secs: cli.reconnect_max_secs,
+            source_address: spread.then(|| source_address(i)),
             ..AgentConfig::default()
         };
         agents.push(Agent::new(config).with_context(|| format!("agent in {}", dir.display()))?);
@@ -708,7 +755,7 @@ async fn run(cli: Cli) -> Result<Report> {
     let connect_started = Instant::now();
     tracing::info!(agents = target, "starting agents");
     let tasks = start_agents(agents, cli.connect_rate, stop_rx, exited.clone());
-    report.connect = wait_count(
+    report.connect = wait_count_apart(
         &api,
         report.other_tunnels,
         target,
@@ -900,6 +947,29 @@ async fn enroll_one(k: u64, dir: &Path, url: &str, token: &str) -> Result<()> {
     bail!("enrolling agent {k}: every name tried was taken")
 }
 
+/// Agent `i`'s address when agents are spread over sources: 127.1.X.Y, 250 agents per
+/// address.
+fn source_address(i: usize) -> std::net::IpAddr {
+    let group = i / 250;
+    std::net::IpAddr::from([127, 1, (group / 250) as u8, (group % 250 + 1) as u8])
+}
+
+/// Whether `url`'s host is a loopback IP address (or `localhost`).
+fn server_is_loopback(url: &str) -> bool {
+    let host = adit_server_host(url);
+    host == "localhost"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host part of `https://host:port/...` (IPv6 hosts are not loopback-spread).
+fn adit_server_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
 /// Spawns one task per agent, all at once or `rate` per second. Resolves (to the task
 /// set) once every agent is started.
 fn start_agents(
@@ -933,6 +1003,40 @@ fn start_agents(
         }
         set
     })
+}
+
+/// [`wait_count`] on a thread and runtime of its own, with connections of its own: the
+/// agents' tasks keep this process's runtime busy (thousands of TLS handshakes at
+/// once), and a poll queued behind them would see every milestone late, all at once.
+async fn wait_count_apart(
+    api: &Api,
+    base: u64,
+    n: u64,
+    since: Instant,
+    timeout: Duration,
+) -> Milestones {
+    let api = match api.apart() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "polling on the agents' runtime");
+            return wait_count(api, base, n, since, timeout).await;
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("loadgen-poll".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = runtime {
+                let _ = tx.send(rt.block_on(wait_count(&api, base, n, since, timeout)));
+            }
+        });
+    match spawned {
+        Ok(_) => rx.await.unwrap_or_default(),
+        Err(_) => Milestones::default(),
+    }
 }
 
 /// Polls the tunnel gauge until `base + n` or `timeout` (from `since`).
@@ -1004,7 +1108,7 @@ async fn restart_phase(
     }
     let server_up = killed_at.elapsed();
     // The restarted server counts only tunnels made to it; others' agents come back too.
-    let back = wait_count(api, base, n, killed_at, cli.phase_timeout + server_up).await;
+    let back = wait_count_apart(api, base, n, killed_at, cli.phase_timeout + server_up).await;
     Ok(RestartReport {
         server_up,
         old_gone,

@@ -15,6 +15,7 @@ mod join_token;
 mod jwt;
 mod pin;
 mod secret;
+mod tickets;
 mod tls;
 mod verified;
 
@@ -31,9 +32,10 @@ pub use jwt::{
 };
 pub use pin::CaPin;
 pub use secret::Secret;
+pub use tickets::{TicketKeys, TICKET_KEY_ROTATE_SECS, TICKET_LIFETIME_SECS};
 pub use tls::{
     client_config, peer_cert_der, pinned_client_config, server_config, web_client_config,
-    PIN_MISMATCH,
+    with_session_tickets, PIN_MISMATCH,
 };
 pub use verified::{Verified, VERIFIED_CAPACITY};
 

@@ -59,6 +59,21 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// `config`, issuing one TLS 1.3 session ticket per handshake sealed with `keys` (and
+/// keeping no per-session state of its own). A client that kept its configuration
+/// resumes with the ticket instead of signing and verifying certificates again; see
+/// [`crate::TicketKeys`] for what the admitting side must still check.
+pub fn with_session_tickets(
+    config: Arc<ServerConfig>,
+    keys: Arc<crate::TicketKeys>,
+) -> Arc<ServerConfig> {
+    let mut config = (*config).clone();
+    config.ticketer = keys;
+    config.send_tls13_tickets = 1;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Arc::new(config)
+}
+
 /// Client configuration trusting only the CA in `ca_pem`, optionally presenting a client
 /// certificate chain and key (agents' mTLS identity).
 pub fn client_config(

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adit_pki::{CertificateAuthority, Secret, SigningKey};
+use adit_pki::{CertificateAuthority, Secret, SigningKey, TicketKeys, TICKET_KEY_ROTATE_SECS};
 use adit_store::{SqliteStore, Store};
 use anyhow::{bail, Context, Result};
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::state::{AppState, Settings};
 
@@ -24,6 +25,9 @@ pub const ADMIN_USER: &str = "admin";
 pub struct Bootstrapped {
     pub state: AppState,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The keys sealing the TLS session tickets `tls` issues; hand them to
+    /// [`rotate_ticket_keys`].
+    pub ticket_keys: Arc<TicketKeys>,
     /// Set when this start created the admin with a random password, which
     /// is shown once.
     pub generated_admin_password: Option<Secret>,
@@ -124,6 +128,8 @@ pub fn bootstrap(
         Some(ca.cert_pem()),
         &[adit_proto::ALPN, b"h2", b"http/1.1"],
     )?;
+    let ticket_keys = load_or_create_ticket_keys(&dir)?;
+    let tls = adit_pki::with_session_tickets(tls, ticket_keys.clone());
 
     let store = SqliteStore::open(&dir.join("adit.db"))
         .with_context(|| format!("could not open the database in {}", dir.display()))?;
@@ -157,8 +163,74 @@ pub fn bootstrap(
     Ok(Bootstrapped {
         state,
         tls,
+        ticket_keys,
         generated_admin_password,
     })
+}
+
+/// The file in the data directory that keeps the TLS session-ticket keys (mode 0600).
+pub const TICKET_KEYS_FILE: &str = "tls-ticket.keys";
+
+/// The session-ticket keys from the data directory, rotated if the current one is
+/// [`TICKET_KEY_ROTATE_SECS`] old, or new ones. Kept across restarts so that agents
+/// reconnecting after one resume their TLS sessions instead of doing full handshakes.
+/// An unreadable or damaged file costs only that: new keys, with a warning.
+fn load_or_create_ticket_keys(dir: &Path) -> Result<Arc<TicketKeys>> {
+    let path = dir.join(TICKET_KEYS_FILE);
+    let now = adit_pki::now_unix().max(0) as u64;
+    let keys = match fs::read_to_string(&path) {
+        Ok(text) => TicketKeys::from_text(&text).or_else(|e| {
+            tracing::warn!(
+                file = %path.display(), error = %e,
+                "session-ticket keys unusable; making new ones (agents do one full TLS handshake)"
+            );
+            TicketKeys::generate(now)
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => TicketKeys::generate(now)?,
+        Err(e) => {
+            return Err(e).with_context(|| format!("could not read {}", path.display()));
+        }
+    };
+    keys.rotate_if_older(now, TICKET_KEY_ROTATE_SECS)?;
+    write_private(&path, keys.to_text().expose().as_bytes())?;
+    Ok(Arc::new(keys))
+}
+
+/// Rotates the session-ticket keys once the current one is [`TICKET_KEY_ROTATE_SECS`]
+/// old (checked hourly) and stores them, until `shutdown`.
+pub async fn rotate_ticket_keys(
+    dir: std::path::PathBuf,
+    keys: Arc<TicketKeys>,
+    shutdown: CancellationToken,
+) {
+    const CHECK_EVERY: Duration = Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let now = adit_pki::now_unix().max(0) as u64;
+        match keys.rotate_if_older(now, TICKET_KEY_ROTATE_SECS) {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make a new session-ticket key");
+                continue;
+            }
+        }
+        let (path, text) = (dir.join(TICKET_KEYS_FILE), keys.to_text());
+        let written =
+            tokio::task::spawn_blocking(move || write_private(&path, text.expose().as_bytes()))
+                .await;
+        match written {
+            Ok(Ok(())) => tracing::info!("session-ticket key rotated"),
+            Ok(Err(e)) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "session-ticket key rotated but not stored; after a restart agents do full handshakes"
+            ),
+            Err(e) => tracing::warn!(error = %e, "session-ticket key store task failed"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +90,13 @@ const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// 1, 3, 7, 15 s..., so a few overflows turn a herd of seconds into a minute.
 pub const LISTEN_BACKLOG: i32 = 65_535;
 
+/// Connections accepted from the kernel and not yet admitted to a handshake slot
+/// (see [`serve`]). Beyond it, the acceptor thread stops accepting and the kernel's
+/// backlog holds the rest.
+const ACCEPTED_QUEUE: usize = 16_384;
+/// How often the acceptor thread, blocked in `accept`, looks whether to stop.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
 /// Binds the public port with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a restarted
 /// server can listen at once while the old connections are in TIME_WAIT). A plain
 /// listening socket, so the binary can bind before it opens the store: agents that
@@ -103,50 +110,100 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    socket.set_nonblocking(true)?;
+    // [`serve`]'s acceptor thread blocks in accept(2), waking this often to see
+    // whether to stop (SO_RCVTIMEO bounds accept on Linux).
+    socket.set_read_timeout(Some(ACCEPT_POLL))?;
     Ok(socket.into())
 }
 
+/// One connection taken from the kernel by the acceptor thread.
+struct Accepted {
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    at: Instant,
+}
+
 /// Accepts connections until `shutdown` is cancelled.
+///
+/// Accepting is a thread of its own: it takes connections from the kernel as they
+/// come, whatever the runtime's workers are busy with, and queues them here (up to
+/// [`ACCEPTED_QUEUE`]). Why: when a fleet reconnects at once (a server restart) the
+/// workers are busy with thousands of handshakes, and an accept loop on the runtime
+/// let the kernel's accept queue (`somaxconn`, 4,096 here) overflow. The kernel then
+/// drops SYNs, which the agents' kernels retry only after 1, 3, 7 s: 18,000 agents
+/// produced 150,000 dropped connection attempts and seconds of idle CPU in a herd.
+/// Connections wait in the queue, in arrival order, for a handshake slot
+/// ([`Admission`]); one that waited longer than [`HANDSHAKE_TIMEOUT`] is closed
+/// unserved (its client has given up).
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     shutdown: CancellationToken,
 ) {
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("adit-accept".into())
+            .spawn(move || accept_thread(&listener, &accepted_tx, &stop))
+    };
+    if let Err(e) = acceptor {
+        tracing::error!(error = %e, "could not start the accepting thread");
+        return;
+    }
+    let _stop_acceptor = StopOnDrop(stop);
     let admission = Arc::new(Admission::default());
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let Accepted { tcp, peer, at } = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Typically EMFILE; back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            next = accepted.recv() => match next {
+                Some(a) => a,
+                None => break,
             },
         };
+        // A real client sends its ClientHello right after connecting: one still
+        // silent after STALLED_AFTER in the queue is a flood's, and never takes a
+        // handshake slot.
+        if at.elapsed() >= STALLED_AFTER && !has_data(&tcp) {
+            Metrics::inc(&state.metrics.tls_handshake_errors);
+            continue;
+        }
         let ticket = loop {
-            let (ticket, shed) = admission.try_admit(peer.ip());
+            let (ticket, shed) = admission.try_admit(peer.ip(), at);
             for _ in 0..shed {
                 Metrics::inc(&state.metrics.tls_handshake_errors);
             }
             if let Some(t) = ticket {
-                break t;
+                break Some(t);
+            }
+            if at.elapsed() >= HANDSHAKE_TIMEOUT {
+                break None;
             }
             // Every slot is a handshake past its ClientHello, i.e. real work
-            // that ends within HANDSHAKE_TIMEOUT: wait, and let the kernel's
-            // backlog hold the rest.
+            // that ends within HANDSHAKE_TIMEOUT: wait, and let the queue hold
+            // the rest.
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     tasks.close();
                     return;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        };
+        let Some(ticket) = ticket.filter(|_| at.elapsed() < HANDSHAKE_TIMEOUT) else {
+            Metrics::inc(&state.metrics.tls_handshake_errors);
+            tracing::debug!(%peer, "connection waited {HANDSHAKE_TIMEOUT:?} for a handshake slot; closed");
+            continue;
+        };
+        let tcp = match TcpStream::from_std(tcp) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not use an accepted connection");
+                continue;
             }
         };
         let (tls, state, router, shutdown) =
@@ -158,6 +215,67 @@ pub async fn serve(
     tasks.close();
 }
 
+/// Whether the peer has sent anything yet (without reading it).
+fn has_data(tcp: &std::net::TcpStream) -> bool {
+    matches!(tcp.peek(&mut [0u8; 1]), Ok(n) if n > 0)
+}
+
+/// Sets the flag when dropped: the acceptor thread stops with [`serve`].
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The acceptor thread: accept, make non-blocking, queue; until `stop` is set or
+/// [`serve`] is gone. The listening socket closes when it returns.
+fn accept_thread(
+    listener: &std::net::TcpListener,
+    queue: &tokio::sync::mpsc::Sender<Accepted>,
+    stop: &AtomicBool,
+) {
+    if let Err(e) = listener.set_nonblocking(false) {
+        tracing::error!(error = %e, "the listening socket cannot block; not accepting");
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let (tcp, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // Typically EMFILE; back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nonblocking(true) {
+            tracing::warn!(%peer, error = %e, "could not make an accepted connection non-blocking");
+            continue;
+        }
+        let accepted = Accepted {
+            tcp,
+            peer,
+            at: Instant::now(),
+        };
+        // A full queue blocks here, and the kernel's backlog holds what comes next.
+        if queue.blocking_send(accepted).is_err() {
+            return;
+        }
+    }
+}
+
 /// The TLS handshake of one admitted connection, bounded by the timeouts
 /// and by [`Admission`] shedding it while it waits for its ClientHello.
 async fn handshake(
@@ -165,7 +283,7 @@ async fn handshake(
     tls: Arc<rustls::ServerConfig>,
     ticket: &Ticket,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
-    let deadline = ticket.admitted_at + HANDSHAKE_TIMEOUT;
+    let deadline = ticket.accepted_at + HANDSHAKE_TIMEOUT;
     ticket.set_phase(Phase::AwaitingHello);
     let hello = tokio::time::timeout(
         CLIENT_HELLO_TIMEOUT,
@@ -212,11 +330,26 @@ async fn handle_connection(
     drop(ticket);
     Metrics::inc(&state.metrics.tls_handshakes);
     let (_, conn) = tls.get_ref();
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        Metrics::inc(&state.metrics.tls_resumed);
+    }
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let peer_cert = conn
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec());
+    if let Some(der) = &peer_cert {
+        // A full handshake refuses an expired client certificate; a resumed one (a
+        // session ticket, see adit_pki::TicketKeys) carries the certificate it was
+        // issued for, which TLS does not check again. Same answer for both.
+        let expired = adit_pki::not_after_from_cert_der(der)
+            .map_or(true, |t| t.unix_timestamp() <= adit_pki::now_unix());
+        if expired {
+            Metrics::inc(&state.metrics.tls_handshake_errors);
+            tracing::info!(%peer, "resumed TLS session refused: its client certificate has expired");
+            return;
+        }
+    }
     if alpn.as_deref() == Some(adit_proto::ALPN) {
         crate::proxy::handle_tunnel(state, tls, peer, peer_cert, shutdown).await;
         return;
@@ -493,7 +626,8 @@ struct Entry {
 /// One admitted handshake; it leaves the pending set when dropped.
 struct Ticket {
     id: u64,
-    admitted_at: Instant,
+    /// When the connection was accepted: its handshake deadline counts from here.
+    accepted_at: Instant,
     shed: CancellationToken,
     admission: Arc<Admission>,
 }
@@ -506,7 +640,11 @@ impl Admission {
     /// Admits a handshake from `source`, shedding stalled ones to make room
     /// (how many is the second value); `None` when every slot holds a
     /// handshake past its ClientHello.
-    fn try_admit(self: &Arc<Self>, source: IpAddr) -> (Option<Ticket>, usize) {
+    fn try_admit(
+        self: &Arc<Self>,
+        source: IpAddr,
+        accepted_at: Instant,
+    ) -> (Option<Ticket>, usize) {
         let now = Instant::now();
         let mut p = self.lock();
         let mut shed = 0;
@@ -536,7 +674,7 @@ impl Admission {
         *p.per_source.entry(source).or_default() += 1;
         let ticket = Ticket {
             id,
-            admitted_at: now,
+            accepted_at,
             shed: token,
             admission: self.clone(),
         };
@@ -607,7 +745,7 @@ mod tests {
     }
 
     fn admit(a: &Arc<Admission>, source: IpAddr, phase: Phase) -> (Ticket, usize) {
-        let (t, shed) = a.try_admit(source);
+        let (t, shed) = a.try_admit(source, Instant::now());
         let t = t.expect("admitted");
         assert!(t.set_phase(phase));
         (t, shed)
@@ -644,7 +782,7 @@ mod tests {
             held.push(admit(&a, ip((i % 200) as u8 + 1), Phase::AwaitingHello).0);
         }
         // Not stalled yet: the newcomer waits.
-        assert!(a.try_admit(ip(250)).0.is_none());
+        assert!(a.try_admit(ip(250), Instant::now()).0.is_none());
         tokio::time::advance(STALLED_AFTER).await;
         let (_user, shed) = admit(&a, ip(250), Phase::AwaitingHello);
         assert_eq!(shed, 1);
@@ -662,7 +800,7 @@ mod tests {
             .map(|i| admit(&a, ip((i % 200) as u8), Phase::Working).0)
             .collect();
         tokio::time::advance(HANDSHAKE_TIMEOUT).await;
-        assert!(a.try_admit(ip(250)).0.is_none());
+        assert!(a.try_admit(ip(250), Instant::now()).0.is_none());
         drop(held);
         let p = a.lock();
         assert!(p.by_id.is_empty() && p.per_source.is_empty(), "{p:?}");

@@ -224,8 +224,6 @@ fn start(args: StartArgs) -> Result<()> {
         .build()
         .context("could not start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .context("could not use the listening socket")?;
         let local = listener.local_addr()?;
         let state = boot.state.clone();
         eprintln!(
@@ -256,6 +254,11 @@ fn start(args: StartArgs) -> Result<()> {
         let commands = state.commands.clone();
         let shutdown = CancellationToken::new();
         let sessions = tokio::spawn(adit_server::sessions::run(state.clone(), shutdown.clone()));
+        tokio::spawn(adit_server::bootstrap::rotate_ticket_keys(
+            state.settings.data_dir.clone(),
+            boot.ticket_keys.clone(),
+            shutdown.clone(),
+        ));
         let serve = tokio::spawn(adit_server::listener::serve(
             listener,
             state,

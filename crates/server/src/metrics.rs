@@ -15,6 +15,7 @@ pub struct Metrics {
     pub bytes_from_node: AtomicU64,
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_errors: AtomicU64,
+    pub tls_resumed: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub http_requests: AtomicU64,
     pub logins_failed: AtomicU64,
@@ -36,7 +37,7 @@ impl Metrics {
 
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "adit_tunnels_active",
                 "gauge",
@@ -84,6 +85,12 @@ impl Metrics {
                 "counter",
                 "Completed TLS handshakes.",
                 &self.tls_handshakes,
+            ),
+            (
+                "adit_tls_resumed_total",
+                "counter",
+                "Completed TLS handshakes that resumed a session with a ticket (part of adit_tls_handshakes_total).",
+                &self.tls_resumed,
             ),
             (
                 "adit_tls_handshake_errors_total",

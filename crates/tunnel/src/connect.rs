@@ -104,13 +104,15 @@ fn invalid_url(reason: impl Into<String>) -> ProxyConfigError {
 
 // === impl ProxySettings ===
 
-/// Whether and how to reach targets through an HTTP proxy.
+/// Whether and how to reach targets through an HTTP proxy, and from which local address.
 ///
-/// `Default` (same as [`ProxySettings::direct`]) means no proxy: every dial is direct.
+/// `Default` (same as [`ProxySettings::direct`]) means no proxy: every dial is direct,
+/// from whatever address the system picks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxySettings {
     proxy: Option<ProxyEndpoint>,
     no_proxy: NoProxy,
+    source: Option<IpAddr>,
 }
 
 impl ProxySettings {
@@ -135,7 +137,24 @@ impl ProxySettings {
             None => NoProxy::default(),
             Some(list) => NoProxy::parse(list)?,
         };
-        Ok(Self { proxy, no_proxy })
+        Ok(Self {
+            proxy,
+            no_proxy,
+            source: None,
+        })
+    }
+
+    /// Dials (the target, or the proxy) leave from `source` (a device with several
+    /// uplinks picks one; the port is the system's choice). Only addresses of the same
+    /// family as `source` are dialled.
+    pub fn with_source_address(mut self, source: Option<IpAddr>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The local address dials leave from, if one is set.
+    pub fn source_address(&self) -> Option<IpAddr> {
+        self.source
     }
 
     /// The configured proxy, regardless of `NO_PROXY`.
@@ -730,7 +749,7 @@ pub async fn dial(
 
     let Some(proxy) = settings.proxy_for(&target_host, port) else {
         tracing::debug!(%target, "dialling directly");
-        let connect = TcpStream::connect((target_host.as_str(), port));
+        let connect = connect_from(settings.source, &target_host, port);
         let stream = match tokio::time::timeout_at(deadline, connect).await {
             Err(_elapsed) => return Err(DialError::ConnectTimeout { target, timeout }),
             Ok(Err(source)) => return Err(DialError::Connect { target, source }),
@@ -745,7 +764,7 @@ pub async fn dial(
 
     let proxy_addr = proxy.to_string();
     tracing::debug!(%target, proxy = %proxy_addr, "dialling through HTTP proxy");
-    let connect = TcpStream::connect((proxy.host.as_str(), proxy.port));
+    let connect = connect_from(settings.source, &proxy.host, proxy.port);
     let mut stream = match tokio::time::timeout_at(deadline, connect).await {
         Err(_elapsed) => {
             return Err(DialError::ProxyConnectTimeout {
@@ -783,6 +802,44 @@ pub async fn dial(
             Ok(stream)
         }
     }
+}
+
+/// `TcpStream::connect`, from `source` when given: every resolved address of its family
+/// is tried in turn.
+async fn connect_from(source: Option<IpAddr>, host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if addr.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Err(e) = socket.bind(std::net::SocketAddr::new(source, 0)) {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot dial from {source}: {e}"),
+            ));
+        }
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!(
+                "{host} has no {} address to dial from {source}",
+                if source.is_ipv4() { "IPv4" } else { "IPv6" }
+            ),
+        )
+    }))
 }
 
 /// Checks `host` can be dialled and written into a CONNECT line; returns it without brackets.

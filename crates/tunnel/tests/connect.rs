@@ -676,3 +676,43 @@ async fn target_that_would_corrupt_the_request_is_refused() {
         .unwrap_err();
     assert!(matches!(err, DialError::InvalidTarget { .. }), "{err:?}");
 }
+
+// === source address ===
+
+#[tokio::test]
+async fn dials_leave_from_the_source_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let source: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+    let settings = ProxySettings::direct().with_source_address(Some(source));
+    let (dialled, accepted) = tokio::join!(
+        dial("127.0.0.1", port, &settings, TIMEOUT),
+        listener.accept()
+    );
+    let dialled = dialled.expect("dial from 127.0.0.7");
+    let (_, peer) = accepted.unwrap();
+    assert_eq!(peer.ip(), source, "the server sees the source address");
+    assert_eq!(dialled.local_addr().unwrap().ip(), source);
+
+    // Without one, the system picks (127.0.0.1 towards 127.0.0.1).
+    let direct = ProxySettings::direct();
+    let (dialled, accepted) =
+        tokio::join!(dial("127.0.0.1", port, &direct, TIMEOUT), listener.accept());
+    dialled.unwrap();
+    assert_eq!(accepted.unwrap().1.ip().to_string(), "127.0.0.1");
+
+    // No address of the source's family: a clear error, no dial from elsewhere.
+    let v6 = ProxySettings::direct().with_source_address(Some("::1".parse().unwrap()));
+    let err = dial("127.0.0.1", port, &v6, TIMEOUT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no IPv6 address to dial from ::1"), "{err}");
+    // An address this machine does not have.
+    let foreign = ProxySettings::direct().with_source_address(Some("192.0.2.1".parse().unwrap()));
+    let err = dial("127.0.0.1", port, &foreign, TIMEOUT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot dial from 192.0.2.1"), "{err}");
+}
