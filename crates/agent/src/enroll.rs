@@ -38,6 +38,28 @@ pub struct Enrollment {
     pub state_dir: PathBuf,
 }
 
+/// The key of an enrolment in progress, kept in the state directory (mode 0600) before
+/// the request is sent. If the answer is lost (a cut connection), `adit-agent enroll`
+/// run again sends the same key, and the server, seeing the same join token and key,
+/// hands the node back instead of answering "name taken". Removed once enrolled.
+pub const PENDING_KEY_FILE: &str = "enroll.key";
+
+/// The pending key (a usable one left by an earlier attempt, or a new one, stored) and a
+/// CSR for it.
+fn pending_key(state: &StateDir, name: &str) -> Result<(Secret, String)> {
+    if let Ok(pem) = std::fs::read_to_string(state.path().join(PENDING_KEY_FILE)) {
+        let key = Secret::new(pem);
+        if let Ok(csr) = adit_pki::make_csr(key.expose(), name) {
+            tracing::info!("using the key of an earlier enrolment attempt ({PENDING_KEY_FILE})");
+            return Ok((key, csr));
+        }
+    }
+    let key = adit_pki::generate_node_key()?;
+    let csr = adit_pki::make_csr(key.expose(), name)?;
+    state.write(PENDING_KEY_FILE, key.expose().as_bytes())?;
+    Ok((key, csr))
+}
+
 /// Enrols this device: parses the token, generates a P-256 key and CSR, POSTs
 /// `/v1/enroll` over TLS pinned to the token's CA, and stores the credentials.
 pub async fn enroll(opts: EnrollOptions) -> Result<Enrollment> {
@@ -55,8 +77,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrollment> {
     // Fail on an unwritable directory before the token is spent.
     state.create()?;
 
-    let key_pem = adit_pki::generate_node_key()?;
-    let csr_pem = adit_pki::make_csr(key_pem.expose(), &opts.name)?;
+    let (key_pem, csr_pem) = pending_key(&state, &opts.name)?;
     let tls = adit_pki::pinned_client_config(token.ca_pin, &[b"http/1.1"])?;
     let client = server::http_client(tls, None)?;
     let url = server.api(paths::ENROLL);
@@ -86,6 +107,11 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Enrollment> {
 
     let creds = credentials_from_response(response, key_pem, server.as_str(), Some(token.ca_pin))?;
     state.store(&creds)?;
+    if let Err(e) = std::fs::remove_file(state.path().join(PENDING_KEY_FILE)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, "could not remove {PENDING_KEY_FILE}");
+        }
+    }
     Ok(Enrollment {
         node_id: creds.node.node_id.clone(),
         node_name: creds.node.node_name.clone(),

@@ -245,3 +245,47 @@ async fn renews_over_mutual_tls_and_stops_when_revoked() {
     // Nothing was overwritten by the refused renewal.
     assert_eq!(state.load().unwrap().cert_pem, renewed.cert_pem);
 }
+
+/// An enrolment whose answer does not arrive: the next attempt sends a CSR for the same
+/// key (kept in `enroll.key`), so a server that did commit the first one can hand the
+/// node back; the file is gone once enrolled.
+#[tokio::test]
+async fn a_retried_enrolment_sends_the_same_key() {
+    let pki = Arc::new(Pki::new());
+    let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler: Handler = {
+        let (pki, keys) = (pki.clone(), keys.clone());
+        Arc::new(move |_path, body, _node| {
+            let req: EnrollRequest = serde_json::from_slice(body).unwrap();
+            let mut seen = keys.lock().unwrap();
+            seen.push(adit_pki::csr_key_fingerprint(&req.csr_pem).unwrap());
+            if seen.len() == 1 {
+                // Committed, but the answer is lost on the way.
+                return (
+                    502,
+                    r#"{"code":"unavailable","message":"answer lost"}"#.into(),
+                );
+            }
+            let resp = response_for(&pki, &req.csr_pem, Duration::from_secs(3600));
+            (200, serde_json::to_string(&resp).unwrap())
+        })
+    };
+    let url = https_server(&pki, handler).await;
+    let dir = temp_dir("retry");
+    let first = adit_agent::enroll(options(&url, pki.ca.pin(), "edge", &dir)).await;
+    assert!(first.is_err(), "{first:?}");
+    let pending = dir.join("enroll.key");
+    let mode = std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the pending key is private");
+
+    adit_agent::enroll(options(&url, pki.ca.pin(), "edge", &dir))
+        .await
+        .unwrap();
+    let seen = keys.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1], "the same key both times");
+    let stored = StateDir::new(&dir).load().unwrap().key_pem;
+    let csr = adit_pki::make_csr(stored.expose(), "edge").unwrap();
+    assert_eq!(adit_pki::csr_key_fingerprint(&csr).unwrap(), seen[0]);
+    assert!(!pending.exists(), "enroll.key is removed once enrolled");
+}

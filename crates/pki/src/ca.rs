@@ -418,6 +418,37 @@ fn validity(ttl: Duration) -> Result<(OffsetDateTime, OffsetDateTime)> {
     Ok((now - BACKDATE, now + ttl))
 }
 
+/// The SHA-256 (`sha256:HEX`) of the P-256 public key in `csr_pem` (the uncompressed
+/// point): names the key a node enrolled with, so that a retried enrolment with the same
+/// key can be told from another device taking the name. Does not verify the CSR's
+/// signature; [`CertificateAuthority::sign_node_csr`] does.
+pub fn csr_key_fingerprint(csr_pem: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    if csr_pem.len() > MAX_CSR_PEM_LEN {
+        return Err(PkiError::CsrTooLarge {
+            len: csr_pem.len(),
+            max: MAX_CSR_PEM_LEN,
+        });
+    }
+    let csr_der =
+        CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
+            PkiError::InvalidCsr {
+                reason: format!("not a PEM `CERTIFICATE REQUEST`: {e}"),
+            }
+        })?;
+    check_csr_key_is_p256(&csr_der)?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
+        .map_err(|e| PkiError::InvalidCsr {
+            reason: format!("cannot parse DER: {e}"),
+        })?;
+    let point = &csr
+        .certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(point))))
+}
+
 fn check_csr_key_is_p256(csr_der: &[u8]) -> Result<()> {
     let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
         csr_der,
@@ -466,6 +497,23 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn csr_key_fingerprint_names_the_key_not_the_request() {
+        let key = crate::generate_node_key().unwrap();
+        let a = crate::make_csr(key.expose(), "a").unwrap();
+        let b = crate::make_csr(key.expose(), "b").unwrap();
+        let other = crate::make_csr(crate::generate_node_key().unwrap().expose(), "a").unwrap();
+        let fp = super::csr_key_fingerprint(&a).unwrap();
+        assert!(fp.starts_with("sha256:") && fp.len() == 7 + 64, "{fp}");
+        assert_eq!(
+            fp,
+            super::csr_key_fingerprint(&b).unwrap(),
+            "same key, other CSR"
+        );
+        assert_ne!(fp, super::csr_key_fingerprint(&other).unwrap());
+        assert!(super::csr_key_fingerprint("not a csr").is_err());
+    }
+
     use super::*;
     use crate::{generate_node_key, make_csr};
 

@@ -20,8 +20,8 @@ mod tls;
 mod verified;
 
 pub use ca::{
-    node_id_from_cert_der, not_after_from_cert_der, serial_hex_from_cert_der, validate_node_id,
-    CertificateAuthority, IssuedCert, NODE_URI_PREFIX,
+    csr_key_fingerprint, node_id_from_cert_der, not_after_from_cert_der, serial_hex_from_cert_der,
+    validate_node_id, CertificateAuthority, IssuedCert, NODE_URI_PREFIX,
 };
 pub use csr::{generate_node_key, make_csr};
 pub use error::{JwtErrorKind, PkiError};

@@ -113,6 +113,19 @@ impl Env {
 
     async fn enroll(&self, token: &str, name: &str, extra_labels: Value) -> (Reply, String) {
         let key = adit_pki::generate_node_key().unwrap();
+        self.enroll_with_key(token, name, extra_labels, key.expose())
+            .await
+    }
+
+    /// [`Env::enroll`] with a CSR for `key_pem`.
+    async fn enroll_with_key(
+        &self,
+        token: &str,
+        name: &str,
+        extra_labels: Value,
+        key_pem: &str,
+    ) -> (Reply, String) {
+        let key = adit_pki::Secret::new(key_pem);
         let csr = adit_pki::make_csr(key.expose(), name).unwrap();
         let r = self
             .call(
@@ -710,6 +723,69 @@ async fn enroll_refusals() {
             "no secret in audit"
         );
     }
+}
+
+/// An enrolment the server committed but whose answer the device never got: the same
+/// device (same join token, same key) asks again and gets its node back with a new
+/// certificate; anyone else still finds the name taken.
+#[tokio::test]
+async fn a_retried_enrolment_gets_its_node_again() {
+    let e = env();
+    let admin = e.admin().await;
+    let t = e.join_token(&admin, json!({})).await;
+    let key = adit_pki::generate_node_key().unwrap();
+    let (r, _) = e
+        .enroll_with_key(&t.token, "edge-x", json!({}), key.expose())
+        .await;
+    r.expect(StatusCode::OK);
+    let first: EnrollResponse = r.json();
+
+    let (r, _) = e
+        .enroll_with_key(&t.token, "edge-x", json!({}), key.expose())
+        .await;
+    r.expect(StatusCode::OK);
+    let second: EnrollResponse = r.json();
+    assert_eq!(second.node_id, first.node_id, "the same node");
+    assert_ne!(second.cert_pem, first.cert_pem, "a new certificate");
+    let serial = |pem: &str| adit_pki::serial_hex_from_cert_der(&pem_to_der(pem)).unwrap();
+    let store = &e.state.store;
+    assert!(
+        store.is_serial_revoked(&serial(&first.cert_pem)).unwrap(),
+        "undelivered one revoked"
+    );
+    assert!(!store.is_serial_revoked(&serial(&second.cert_pem)).unwrap());
+    let node = store.node_any_tenant(&first.node_id).unwrap().unwrap();
+    assert_eq!(node.cert_serial, Some(serial(&second.cert_pem)));
+    let tok = store.join_token(&e.tenant_id, &t.id).unwrap().unwrap();
+    assert_eq!(tok.uses, 1, "a retry takes no use of the token");
+    assert_eq!(store.list_nodes(&e.tenant_id).unwrap().len(), 1);
+    let enrolments = e.audit("node.enroll");
+    assert_eq!(enrolments.len(), 2);
+    assert!(enrolments.iter().any(|ev| ev.detail["retry"] == json!(true)
+        && ev.detail["replaces"] == json!(serial(&first.cert_pem))));
+
+    // Another key with that token, or that key with another token: the name is taken.
+    let (r, _) = e.enroll(&t.token, "edge-x", json!({})).await;
+    r.expect(StatusCode::CONFLICT);
+    assert!(
+        r.message().contains("a node named edge-x already exists"),
+        "{}",
+        r.message()
+    );
+    let t2 = e.join_token(&admin, json!({})).await;
+    let (r, _) = e
+        .enroll_with_key(&t2.token, "edge-x", json!({}), key.expose())
+        .await;
+    r.expect(StatusCode::CONFLICT);
+    // A revoked token does not enrol again.
+    assert!(store
+        .revoke_join_token(&e.tenant_id, &t.id, adit_store::now_millis())
+        .unwrap());
+    let (r, _) = e
+        .enroll_with_key(&t.token, "edge-x", json!({}), key.expose())
+        .await;
+    r.expect(StatusCode::UNAUTHORIZED);
+    assert!(r.message().contains("revoked"), "{}", r.message());
 }
 
 // === renewal and revocation ===

@@ -311,6 +311,9 @@ pub struct NewEnrollment {
     pub facts: NodeFacts,
     /// The node's first certificate (same tenant and node id).
     pub cert: CertificateRecord,
+    /// `TOKEN_ID KEY_FINGERPRINT` (see [`crate::Store::node_enrolled_with`]); empty for
+    /// none.
+    pub enrolled_with: String,
     /// The `node.enroll` audit event (same tenant; its `node_id` is set to the new node).
     pub audit: AuditEvent,
 }

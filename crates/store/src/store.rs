@@ -116,6 +116,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`ConsumeError::Store`] with [`StoreError::Conflict`] if the name is taken; the token
     /// use is not taken then.
     fn enroll_node(&self, e: &NewEnrollment) -> Result<(JoinTokenRecord, Node), ConsumeError>;
+    /// What node `node_id` enrolled with ([`NewEnrollment::enrolled_with`]); `None` if
+    /// the node is unknown or the value is empty.
+    fn node_enrolled_with(&self, node_id: &str) -> Result<Option<String>, StoreError>;
+    /// A retried enrolment whose first answer was lost, in one transaction: records
+    /// `cert` as the node's certificate, revokes `replaced` (the certificate the lost
+    /// answer carried, which no one holds) and appends `audit`. No join token use is taken.
+    fn reissue_enrollment(
+        &self,
+        cert: &CertificateRecord,
+        replaced: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
 
     // === nodes ===
 

@@ -303,6 +303,7 @@ fn enrollment(tenant_id: &str, token_id: &str, node_id: &str, name: &str) -> New
             not_after: 90_000,
             revoked_at: None,
         },
+        enrolled_with: format!("{token_id} sha256:{node_id}"),
         audit: event(tenant_id, 3_000, "join-token:t", "node.enroll", None),
     }
 }
@@ -366,6 +367,58 @@ pub fn enroll_node_is_all_or_nothing(store: Arc<dyn Store>) {
         matches!(unknown, Err(ConsumeError::NotFound)),
         "{unknown:?}"
     );
+
+    // A retried enrolment (the first answer was lost): what it enrolled with is kept,
+    // and a new certificate replaces (and revokes) the undelivered one.
+    assert_eq!(
+        store.node_enrolled_with("n1").unwrap().as_deref(),
+        Some("one sha256:n1")
+    );
+    assert_eq!(store.node_enrolled_with("n-none").unwrap(), None);
+    let second = CertificateRecord {
+        serial: "serial-n1-again".into(),
+        tenant_id: t.id.clone(),
+        node_id: "n1".into(),
+        issued_at: 4_000,
+        not_after: 95_000,
+        revoked_at: None,
+    };
+    let retry_event = event(&t.id, 4_000, "join-token:one", "node.enroll", Some("n1"));
+    store
+        .reissue_enrollment(&second, Some("serial-n1"), &retry_event)
+        .unwrap();
+    let stored = store.node(&t.id, "n1").unwrap().unwrap();
+    assert_eq!(stored.cert_serial.as_deref(), Some("serial-n1-again"));
+    assert_eq!(stored.cert_not_after, Some(95_000));
+    assert!(
+        store.is_serial_revoked("serial-n1").unwrap(),
+        "the lost one is revoked"
+    );
+    assert!(!store.is_serial_revoked("serial-n1-again").unwrap());
+    assert_eq!(
+        store.join_token(&t.id, "one").unwrap().unwrap().uses,
+        1,
+        "no use taken"
+    );
+    assert_eq!(
+        store
+            .list_audit(&t.id, &AuditFilter::default())
+            .unwrap()
+            .len(),
+        2
+    );
+    // Not for a revoked node: nothing written.
+    assert!(store.revoke_node(&t.id, "n1", 5_000).unwrap());
+    let third = CertificateRecord {
+        serial: "serial-n1-third".into(),
+        ..second
+    };
+    let refused = store.reissue_enrollment(&third, None, &retry_event);
+    assert!(
+        matches!(refused, Err(StoreError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert!(store.certificate("serial-n1-third").unwrap().is_none());
 }
 
 pub fn consume_join_token_rules(store: Arc<dyn Store>) {

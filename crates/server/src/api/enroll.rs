@@ -76,11 +76,19 @@ pub(super) async fn enroll(
     }
     let facts = store_facts(&req.facts)?;
     let tenant_id = record.tenant_id.clone();
-    if state
+    let key = adit_pki::csr_key_fingerprint(&req.csr_pem)
+        .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
+    let enrolled_with = format!("{} {key}", token.id);
+    if let Some(node) = state
         .store
         .node_by_id_or_name(&tenant_id, &req.name)?
-        .is_some_and(|n| n.revoked_at.is_none() && n.name == req.name)
+        .filter(|n| n.revoked_at.is_none() && n.name == req.name)
     {
+        // The same device again (same join token, same key, which the CSR's signature
+        // proves it holds): its first answer was lost. Anyone else: the name is taken.
+        if state.store.node_enrolled_with(&node.id)?.as_deref() == Some(enrolled_with.as_str()) {
+            return enrol_again(&state, &record, node, &req.csr_pem, source);
+        }
         return Err(name_taken(&req.name));
     }
     // The certificate names the node, so the id is chosen here; the token use, the node,
@@ -111,6 +119,7 @@ pub(super) async fn enroll(
             not_after,
             revoked_at: None,
         },
+        enrolled_with,
         audit: audit::event(
             &tenant_id,
             &actor,
@@ -167,6 +176,66 @@ pub(super) async fn enroll(
     })?;
     Metrics::inc(&state.metrics.enrollments);
     Ok(Json(response(&state, &node, issued)))
+}
+
+/// A retried enrolment whose answer was lost: the node again, with a new certificate
+/// for the same key (the undelivered one is revoked). Takes no use of the join token,
+/// but the token must still be valid.
+fn enrol_again(
+    state: &AppState,
+    record: &adit_store::JoinTokenRecord,
+    node: Node,
+    csr_pem: &str,
+    source: Option<std::net::SocketAddr>,
+) -> Result<Json<EnrollResponse>, ApiFailure> {
+    let now = adit_store::now_millis();
+    if record.revoked_at.is_some() {
+        return Err(ApiFailure::unauthenticated(
+            "join token revoked; ask an admin for a new one",
+        ));
+    }
+    if record.expires_at <= now {
+        return Err(ApiFailure::unauthenticated(
+            "join token expired; ask an admin for a new one",
+        ));
+    }
+    let issued = state
+        .ca
+        .sign_node_csr(csr_pem, &node.id, state.settings.node_cert_ttl)
+        .map_err(|e| ApiFailure::bad_request(format!("{e}; send a CSR made by the agent")))?;
+    let cert = CertificateRecord {
+        serial: issued.serial.clone(),
+        tenant_id: node.tenant_id.clone(),
+        node_id: node.id.clone(),
+        issued_at: now,
+        not_after: unix_millis(issued.not_after),
+        revoked_at: None,
+    };
+    let event = audit::event(
+        &node.tenant_id,
+        &format!("join-token:{}", record.id),
+        source,
+        Some(&node.id),
+        audit::NODE_ENROLL,
+        audit::OK,
+        json!({
+            "token_id": record.id,
+            "name": node.name,
+            "labels": node.labels,
+            "serial": issued.serial,
+            "retry": true,
+            "replaces": node.cert_serial,
+        }),
+    );
+    state
+        .store
+        .reissue_enrollment(&cert, node.cert_serial.as_deref(), &event)?;
+    tracing::info!(
+        node = %node.name, node_id = %node.id,
+        "enrolment retried with the same join token and key; certificate issued again"
+    );
+    Metrics::inc(&state.metrics.enrollments);
+    Ok(Json(response(state, &node, issued)))
 }
 
 pub(super) async fn renew(

@@ -865,6 +865,13 @@ impl Store for SqliteStore {
             params![node.id, e.cert.serial, e.cert.not_after],
         )
         .map_err(backend("setting node certificate"))?;
+        if !e.enrolled_with.is_empty() {
+            tx.execute(
+                "UPDATE nodes SET enrolled_with = ?2 WHERE id = ?1",
+                params![node.id, e.enrolled_with],
+            )
+            .map_err(backend("recording what the node enrolled with"))?;
+        }
         let addresses = to_json(&e.facts.addresses, "node addresses")?;
         let actions = to_json(&e.facts.actions, "node actions")?;
         tx.execute(
@@ -899,6 +906,53 @@ impl Store for SqliteStore {
             ..node
         };
         Ok((token, node))
+    }
+
+    fn node_enrolled_with(&self, node_id: &str) -> Result<Option<String>, StoreError> {
+        let with: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT enrolled_with FROM nodes WHERE id = ?1",
+                [node_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend("reading what a node enrolled with"))?;
+        Ok(with.filter(|w| !w.is_empty()))
+    }
+
+    fn reissue_enrollment(
+        &self,
+        cert: &CertificateRecord,
+        replaced: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting re-enrolment"))?;
+        insert_certificate(&tx, cert)?;
+        let n = tx
+            .execute(
+                "UPDATE nodes SET cert_serial = ?3, cert_not_after = ?4
+                 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                params![cert.tenant_id, cert.node_id, cert.serial, cert.not_after],
+            )
+            .map_err(backend("setting node certificate"))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("node {}", cert.node_id)));
+        }
+        if let Some(old) = replaced {
+            tx.execute(
+                "UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE serial = ?1 AND node_id = ?2",
+                params![old, cert.node_id, cert.issued_at],
+            )
+            .map_err(backend("revoking the replaced certificate"))?;
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit().map_err(backend("committing re-enrolment"))?;
+        Ok(())
     }
 
     fn create_node(

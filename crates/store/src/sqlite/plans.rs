@@ -283,8 +283,25 @@ fn run_paths(store: &SqliteStore) -> BTreeMap<&'static str, Vec<String>> {
                     not_after: 4_000_000_000_000,
                     revoked_at: None,
                 },
+                enrolled_with: "jt-1 sha256:00".into(),
                 audit: event(None),
             })
+            .unwrap();
+        // A retried enrolment: what the node enrolled with, then a new certificate.
+        store.node_enrolled_with("n-fresh").unwrap().unwrap();
+        store
+            .reissue_enrollment(
+                &CertificateRecord {
+                    serial: "c-fresh-2".into(),
+                    tenant_id: "t-big".into(),
+                    node_id: "n-fresh".into(),
+                    issued_at: now,
+                    not_after: 4_000_000_000_000,
+                    revoked_at: None,
+                },
+                Some("c-fresh"),
+                &event(None),
+            )
             .unwrap();
     });
     path("agent connect and renewal", &mut || {

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     V5_POLICIES_ACTIONS_COMMANDS,
     V6_FLEET_INDEXES,
     V7_CREATOR_IDS,
+    V8_ENROLLED_WITH,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -271,6 +272,13 @@ const V7_CREATOR_IDS: &str = r#"
 -- before this version have '' and are refused / ended.
 ALTER TABLE issued_tokens ADD COLUMN created_by_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE remote_access ADD COLUMN created_by_id TEXT NOT NULL DEFAULT '';
+"#;
+
+const V8_ENROLLED_WITH: &str = r#"
+-- What a node enrolled with: `TOKEN_ID KEY_FINGERPRINT`. An enrolment retried with the
+-- same join token and key (its answer was lost) gets the node again instead of "name
+-- taken". Nodes enrolled before this version have '' and cannot be re-enrolled that way.
+ALTER TABLE nodes ADD COLUMN enrolled_with TEXT NOT NULL DEFAULT '';
 "#;
 
 pub(crate) fn migrate(conn: &mut Connection, now: i64) -> Result<(), StoreError> {
