@@ -173,19 +173,7 @@ impl CertificateAuthority {
     pub fn sign_node_csr(&self, csr_pem: &str, node_id: &str, ttl: Duration) -> Result<IssuedCert> {
         validate_node_id(node_id)?;
         let (not_before, not_after) = validity(ttl)?;
-        if csr_pem.len() > MAX_CSR_PEM_LEN {
-            return Err(PkiError::CsrTooLarge {
-                len: csr_pem.len(),
-                max: MAX_CSR_PEM_LEN,
-            });
-        }
-        let csr_der =
-            CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
-                PkiError::InvalidCsr {
-                    reason: format!("not a PEM `CERTIFICATE REQUEST`: {e}"),
-                }
-            })?;
-        check_csr_key_is_p256(&csr_der)?;
+        let csr_der = p256_csr_der(csr_pem)?;
         let csr = CertificateSigningRequestParams::from_der(&csr_der).map_err(|e| match e {
             rcgen::Error::RingUnspecified => PkiError::InvalidCsr {
                 reason: "signature does not verify (tampered CSR or wrong key)".into(),
@@ -424,6 +412,21 @@ fn validity(ttl: Duration) -> Result<(OffsetDateTime, OffsetDateTime)> {
 /// signature; [`CertificateAuthority::sign_node_csr`] does.
 pub fn csr_key_fingerprint(csr_pem: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
+    let csr_der = p256_csr_der(csr_pem)?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
+        .map_err(|e| PkiError::InvalidCsr {
+            reason: format!("cannot parse DER: {e}"),
+        })?;
+    let point = &csr
+        .certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(point))))
+}
+
+/// The DER of `csr_pem`, bounded in size before parsing, whose key is ECDSA P-256.
+fn p256_csr_der(csr_pem: &str) -> Result<CertificateSigningRequestDer<'static>> {
     if csr_pem.len() > MAX_CSR_PEM_LEN {
         return Err(PkiError::CsrTooLarge {
             len: csr_pem.len(),
@@ -437,16 +440,7 @@ pub fn csr_key_fingerprint(csr_pem: &str) -> Result<String> {
             }
         })?;
     check_csr_key_is_p256(&csr_der)?;
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
-        .map_err(|e| PkiError::InvalidCsr {
-            reason: format!("cannot parse DER: {e}"),
-        })?;
-    let point = &csr
-        .certification_request_info
-        .subject_pki
-        .subject_public_key
-        .data;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(point))))
+    Ok(csr_der)
 }
 
 fn check_csr_key_is_p256(csr_der: &[u8]) -> Result<()> {
