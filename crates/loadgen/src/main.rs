@@ -736,7 +736,7 @@ async fn run(cli: Cli) -> Result<Report> {
     report.other_tunnels = api.tunnels_active().await.unwrap_or(0);
     let spread = !cli.one_source && server_is_loopback(&url);
     if spread {
-        report.sources = dirs.len().div_ceil(250) as u64;
+        report.sources = dirs.len().div_ceil(AGENTS_PER_SOURCE) as u64;
     }
     let mut agents = Vec::with_capacity(dirs.len());
     for (i, dir) in dirs.iter().enumerate() {
@@ -947,27 +947,25 @@ async fn enroll_one(k: u64, dir: &Path, url: &str, token: &str) -> Result<()> {
     bail!("enrolling agent {k}: every name tried was taken")
 }
 
-/// Agent `i`'s address when agents are spread over sources: 127.1.X.Y, 250 agents per
-/// address.
+/// Agents per source address when agents are spread over sources.
+const AGENTS_PER_SOURCE: usize = 250;
+
+/// Agent `i`'s address when agents are spread over sources: 127.1.X.Y,
+/// [`AGENTS_PER_SOURCE`] agents per address.
 fn source_address(i: usize) -> std::net::IpAddr {
-    let group = i / 250;
+    let group = i / AGENTS_PER_SOURCE;
     std::net::IpAddr::from([127, 1, (group / 250) as u8, (group % 250 + 1) as u8])
 }
 
-/// Whether `url`'s host is a loopback IP address (or `localhost`).
+/// Whether `url`'s host is an IPv4 loopback address or `localhost`.
 fn server_is_loopback(url: &str) -> bool {
-    let host = adit_server_host(url);
-    host == "localhost"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The host part of `https://host:port/...` (IPv6 hosts are not loopback-spread).
-fn adit_server_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    adit_agent::ServerUrl::parse(url).is_ok_and(|u| {
+        let host = u.host();
+        host == "localhost"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// Spawns one task per agent, all at once or `rate` per second. Resolves (to the task

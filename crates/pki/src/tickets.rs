@@ -126,11 +126,6 @@ impl TicketKeys {
         Ok(true)
     }
 
-    /// Unix time the current key was made.
-    pub fn current_created(&self) -> u64 {
-        self.read().current.created
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner())
     }

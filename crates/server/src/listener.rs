@@ -194,7 +194,7 @@ pub async fn serve(
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
         };
-        let Some(ticket) = ticket.filter(|_| at.elapsed() < HANDSHAKE_TIMEOUT) else {
+        let Some(ticket) = ticket else {
             Metrics::inc(&state.metrics.tls_handshake_errors);
             tracing::debug!(%peer, "connection waited {HANDSHAKE_TIMEOUT:?} for a handshake slot; closed");
             continue;
@@ -330,7 +330,8 @@ async fn handle_connection(
     drop(ticket);
     Metrics::inc(&state.metrics.tls_handshakes);
     let (_, conn) = tls.get_ref();
-    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    if resumed {
         Metrics::inc(&state.metrics.tls_resumed);
     }
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
@@ -338,10 +339,10 @@ async fn handle_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec());
-    if let Some(der) = &peer_cert {
-        // A full handshake refuses an expired client certificate; a resumed one (a
-        // session ticket, see adit_pki::TicketKeys) carries the certificate it was
-        // issued for, which TLS does not check again. Same answer for both.
+    // A full handshake refuses an expired client certificate; a resumed one (a session
+    // ticket, see adit_pki::TicketKeys) carries the certificate it was issued for, which
+    // TLS does not check again. Same answer for both.
+    if let Some(der) = peer_cert.as_ref().filter(|_| resumed) {
         let expired = adit_pki::not_after_from_cert_der(der)
             .map_or(true, |t| t.unix_timestamp() <= adit_pki::now_unix());
         if expired {

@@ -702,17 +702,18 @@ async fn dials_leave_from_the_source_address() {
     assert_eq!(accepted.unwrap().1.ip().to_string(), "127.0.0.1");
 
     // No address of the source's family: a clear error, no dial from elsewhere.
-    let v6 = ProxySettings::direct().with_source_address(Some("::1".parse().unwrap()));
-    let err = dial("127.0.0.1", port, &v6, TIMEOUT)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = dial_error_from(port, "::1").await;
     assert!(err.contains("no IPv6 address to dial from ::1"), "{err}");
     // An address this machine does not have.
-    let foreign = ProxySettings::direct().with_source_address(Some("192.0.2.1".parse().unwrap()));
-    let err = dial("127.0.0.1", port, &foreign, TIMEOUT)
+    let err = dial_error_from(port, "192.0.2.1").await;
+    assert!(err.contains("cannot dial from 192.0.2.1"), "{err}");
+}
+
+/// The error of a dial to 127.0.0.1:`port` from `source`, which must fail.
+async fn dial_error_from(port: u16, source: &str) -> String {
+    let settings = ProxySettings::direct().with_source_address(Some(source.parse().unwrap()));
+    dial("127.0.0.1", port, &settings, TIMEOUT)
         .await
         .unwrap_err()
-        .to_string();
-    assert!(err.contains("cannot dial from 192.0.2.1"), "{err}");
+        .to_string()
 }
